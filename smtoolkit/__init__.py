@@ -1,0 +1,38 @@
+"""smtoolkit: cancel Supermetrics query batches in bulk, paced by the API's rate limits,
+with a truthful report of what happened to every row.
+
+Everything a user may import is listed in `__all__`; other modules are internal.
+"""
+
+from ._version import __version__
+from .api import cancel_batch, cancel_batches, get_batches
+from .client import Client
+from .core.outcomes import FINAL, Outcome, Result
+from .errors import ConfigError, InputError, SmtoolkitError
+from .frames import export_csv, summarize
+
+__all__ = [
+    "FINAL",
+    "CancelPanel",
+    "Client",
+    "ConfigError",
+    "InputError",
+    "Outcome",
+    "Result",
+    "SmtoolkitError",
+    "__version__",
+    "cancel_batch",
+    "cancel_batches",
+    "export_csv",
+    "get_batches",
+    "summarize",
+]
+
+
+def __getattr__(name: str) -> object:
+    # The panel pulls in ipywidgets; import it only when asked for.
+    if name == "CancelPanel":
+        from .panel import CancelPanel
+
+        return CancelPanel
+    raise AttributeError(f"module 'smtoolkit' has no attribute {name!r}")

@@ -1,0 +1,68 @@
+"""Settings from the environment (read here and nowhere else) and their validation."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from urllib.parse import urlsplit
+
+from .errors import ConfigError
+
+DEFAULT_BASE_URL = "https://api.supermetrics.com/enterprise/v2"
+API_KEY_ENV = "SUPERMETRICS_API_KEY"
+BASE_URL_ENV = "SUPERMETRICS_BASE_URL"
+
+
+def api_key_from(value: str | None) -> str:
+    """The API key given, else $SUPERMETRICS_API_KEY; a clear error when there is none."""
+    key = value if value is not None else os.environ.get(API_KEY_ENV)
+    if key is None or not str(key).strip():
+        raise ConfigError(
+            f"no API key: pass api_key=... or set the environment variable {API_KEY_ENV}"
+        )
+    if not isinstance(key, str):
+        raise ConfigError("api_key must be a string")
+    key = key.strip()
+    if any(ord(c) < 33 or ord(c) > 126 for c in key):
+        raise ConfigError("api_key contains spaces or characters that cannot go in an HTTP header")
+    return key
+
+
+def base_url_from_env(default: str = DEFAULT_BASE_URL) -> str:
+    """$SUPERMETRICS_BASE_URL if set, else `default`."""
+    return os.environ.get(BASE_URL_ENV) or default
+
+
+def is_loopback(host: str) -> bool:
+    host = host.strip("[]").lower()
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_base_url(url: object) -> str:
+    """Validate a base URL: https anywhere, plain http only to loopback, no credentials."""
+    if not isinstance(url, str) or not url.strip():
+        raise ConfigError(f"base_url must be a URL such as {DEFAULT_BASE_URL}")
+    text = url.strip()
+    try:
+        parts = urlsplit(text)
+        port = parts.port
+    except ValueError as exc:
+        raise ConfigError(f"base_url is not a valid URL: {exc}") from None
+    if parts.scheme not in ("https", "http") or not parts.hostname:
+        raise ConfigError(f"base_url must start with https:// and name a host, e.g. {DEFAULT_BASE_URL}")
+    if parts.username or parts.password:
+        raise ConfigError("base_url must not contain a user name or password; the key goes in api_key")
+    if parts.query or parts.fragment:
+        raise ConfigError("base_url must not contain '?' or '#'")
+    if parts.scheme == "http" and not is_loopback(parts.hostname):
+        raise ConfigError(
+            f"refusing plain http:// to {parts.hostname}: the API key would travel unencrypted. "
+            "Use https://, or http:// only for a sandbox on 127.0.0.1/localhost."
+        )
+    del port
+    return text.rstrip("/")

@@ -1,0 +1,163 @@
+"""What happened to one batch: the outcome vocabulary, the result record, and the rules
+that turn an `Answer` into an outcome."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from enum import Enum
+from typing import Any
+
+from .answers import Answer
+
+
+class Outcome(str, Enum):
+    """Exactly one per report row."""
+
+    CANCELLED = "cancelled"  # 200 and STOPPED with a cancel_time
+    STOPPING = "stopping"  # 200 but still QUEUED/RUNNING
+    ALREADY_STOPPED = "already_stopped"  # 409, or 200 STOPPED without cancel_time
+    NOT_FOUND = "not_found"
+    UNAUTHORIZED = "unauthorized"
+    FORBIDDEN = "forbidden"
+    RATE_LIMITED = "rate_limited"  # still 429 after the retries
+    SERVER_ERROR = "server_error"  # still 5xx (or an unexpected answer) after the retries
+    NETWORK_ERROR = "network_error"  # still no usable answer after the retries
+    CLIENT_ERROR = "client_error"  # any other 4xx, never retried
+    INVALID_ID = "invalid_id"  # rejected locally, never sent
+    DUPLICATE = "duplicate"  # same ID earlier in the input, sent once
+    SKIPPED = "skipped"  # not attempted: the run stopped
+    WOULD_CANCEL = "would_cancel"  # dry run: the batch is QUEUED/RUNNING
+
+    def __str__(self) -> str:
+        return self.value
+
+
+#: Outcomes after which nothing more needs doing for a batch (a resumed run skips them).
+FINAL = frozenset({Outcome.CANCELLED, Outcome.ALREADY_STOPPED, Outcome.NOT_FOUND})
+#: Outcomes that count as success for exit codes and summaries.
+FINE = frozenset({Outcome.CANCELLED, Outcome.ALREADY_STOPPED, Outcome.NOT_FOUND,
+                  Outcome.DUPLICATE, Outcome.WOULD_CANCEL})
+
+# smtoolkit's own error codes for outcomes decided locally.
+INVALID_BATCH_ID = "INVALID_BATCH_ID"
+DUPLICATE_BATCH_ID = "DUPLICATE_BATCH_ID"
+SKIPPED_AUTH_FAILED = "SKIPPED_AUTH_FAILED"
+BUDGET_RESERVE = "BUDGET_RESERVE"
+INTERRUPTED = "INTERRUPTED"
+NETWORK_ERROR = "NETWORK_ERROR"
+UNREADABLE_RESPONSE = "UNREADABLE_RESPONSE"
+ROW_DEADLINE = "ROW_DEADLINE"
+RETRY_BUDGET = "RETRY_BUDGET_EXHAUSTED"
+UNKNOWN_STATUS = "UNKNOWN_STATUS"
+
+RUNNING_STATES = frozenset({"QUEUED", "RUNNING"})
+
+
+@dataclass(slots=True)
+class Result:
+    """What happened to one batch ID; the same fields as one report row."""
+
+    batch_id: str | None
+    outcome: Outcome
+    http_status: int | None = None
+    status_code: str | None = None
+    error_code: str | None = None
+    error_message: str | None = None
+    error_description: str | None = None
+    request_id: str | None = None
+    cancel_time: datetime | None = None
+    end_time: datetime | None = None
+    attempts: int = 0
+    elapsed_s: float = 0.0
+    ratelimit_remaining: int | None = None
+    batch: dict[str, Any] | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def ok(self) -> bool:
+        return self.outcome in FINE
+
+    def row(self) -> dict[str, Any]:
+        """The report columns (everything but the raw batch record)."""
+        d = asdict(self)
+        d.pop("batch")
+        d["outcome"] = self.outcome.value
+        return d
+
+
+REPORT_COLUMNS: tuple[str, ...] = (
+    "batch_id", "outcome", "http_status", "status_code", "error_code", "error_message",
+    "error_description", "request_id", "cancel_time", "end_time", "attempts", "elapsed_s",
+    "ratelimit_remaining",
+)
+
+
+def parse_time(value: Any) -> datetime | None:
+    """An API date-time as an aware UTC datetime; None when absent or unreadable."""
+    if not isinstance(value, str) or not value:
+        return None
+    text = value.strip()
+    if text.endswith(("Z", "z")):
+        text = text[:-1] + "+00:00"
+    try:
+        dt = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    from datetime import timezone
+
+    return dt.replace(tzinfo=timezone.utc) if dt.tzinfo is None else dt.astimezone(timezone.utc)
+
+
+def classify(answer: Answer, *, dry_run: bool = False) -> Outcome:
+    """The outcome of a final answer to DELETE (or, for a dry run, GET) of one batch."""
+    s = answer.status
+    if 200 <= s < 300:
+        data = answer.data or {}
+        status = data.get("status_code")
+        if status in RUNNING_STATES:
+            return Outcome.WOULD_CANCEL if dry_run else Outcome.STOPPING
+        if status == "STOPPED":
+            if dry_run:
+                return Outcome.ALREADY_STOPPED
+            return Outcome.CANCELLED if data.get("cancel_time") else Outcome.ALREADY_STOPPED
+        # A status we do not know: the request was accepted, but we cannot say the batch stopped.
+        return Outcome.WOULD_CANCEL if dry_run else Outcome.STOPPING
+    if s == 404:
+        return Outcome.NOT_FOUND
+    if s == 401:
+        return Outcome.UNAUTHORIZED
+    if s == 403:
+        return Outcome.FORBIDDEN
+    if s == 409 and (answer.error_code in (None, "CONFLICT_ERROR", "HTTP_409")):
+        return Outcome.ALREADY_STOPPED
+    if s == 429:
+        return Outcome.RATE_LIMITED
+    if 400 <= s < 500:
+        return Outcome.CLIENT_ERROR
+    return Outcome.SERVER_ERROR
+
+
+def result_from_answer(batch_id: str, answer: Answer, *, dry_run: bool = False) -> Result:
+    """Build the result row for a final answer (attempts and timing are filled in by the caller)."""
+    outcome = classify(answer, dry_run=dry_run)
+    data = dict(answer.data) if answer.data else None
+    status = data.get("status_code") if data else None
+    r = Result(
+        batch_id=batch_id,
+        outcome=outcome,
+        http_status=answer.status,
+        status_code=str(status) if status is not None else None,
+        error_code=answer.error_code,
+        error_message=answer.error_message,
+        error_description=answer.error_description,
+        request_id=answer.request_id,
+        cancel_time=parse_time(data.get("cancel_time")) if data else None,
+        end_time=parse_time(data.get("end_time")) if data else None,
+        ratelimit_remaining=answer.ratelimit_remaining,
+        batch=data,
+    )
+    if 200 <= answer.status < 300 and status not in RUNNING_STATES and status != "STOPPED":
+        r.error_code = UNKNOWN_STATUS if data else UNREADABLE_RESPONSE
+        r.error_message = (f"the API answered with batch status {status!r}, which smtoolkit does not know"
+                           if data else "the API answered 2xx without a readable batch record")
+    return r

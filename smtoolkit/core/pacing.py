@@ -1,0 +1,131 @@
+"""Pacing: when the next request may start, and how much of the hourly budget may be spent.
+
+Pure state machines driven by an explicit `now` (monotonic seconds). The client holds one
+`Pacer` and one `Budget`, shared by all its workers, behind a lock.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from dataclasses import dataclass
+
+# Requests leave on schedule but reach the server with a few milliseconds of jitter; pacing
+# at this share of max_rps keeps *arrivals*, not only departures, inside the limit.
+SAFETY = 0.975
+# Never slower than this, however often we are throttled (botocore's floor).
+MIN_RPS = 0.5
+# After a throttle, the rate is raised by PROBE_STEP after every PROBE_PERIOD seconds of calm.
+PROBE_PERIOD = 5.0
+PROBE_STEP = 0.02
+
+
+class Pacer:
+    """Evenly spaced starts: at most `max_rps` in any sliding one-second window.
+
+    A 429 pauses every worker until a shared "not before" time and lowers the rate to what
+    the server was measured to accept; calm periods then raise it gradually back to max_rps.
+    """
+
+    def __init__(self, max_rps: float) -> None:
+        if not (isinstance(max_rps, (int, float)) and math.isfinite(max_rps) and max_rps > 0):
+            raise ValueError(f"max_rps must be a positive number, not {max_rps!r}")
+        self.max_rps = float(max_rps)
+        self._top = max(MIN_RPS, self.max_rps * SAFETY)
+        self._base = self._top  # rate right after the last throttle
+        self._calm_since: float | None = None  # None: never throttled
+        self._last_start: float | None = None
+        self._first_start: float | None = None
+        self.pause_until = -math.inf
+        self._recent: deque[float] = deque()
+        self.throttles = 0
+
+    def rate(self, now: float) -> float:
+        """Current requests per second."""
+        if self._calm_since is None:
+            return self._top
+        steps = int(max(0.0, now - self._calm_since) // PROBE_PERIOD)
+        return min(self._top, self._base * (1 + PROBE_STEP) ** min(steps, 1000))
+
+    def earliest(self, now: float) -> float:
+        """The earliest time the next request may start."""
+        t = self.pause_until
+        if self._last_start is not None:
+            t = max(t, self._last_start + 1.0 / self.rate(now))
+        return max(t, now)
+
+    def start(self, now: float) -> None:
+        """Record that a request starts now (call only when `earliest(now) <= now`)."""
+        self._last_start = now
+        if self._first_start is None:
+            self._first_start = now
+        self._recent.append(now)
+        while self._recent and self._recent[0] <= now - 2.0:
+            self._recent.popleft()
+
+    def throttled(self, now: float, sent_at: float, wait: float) -> bool:
+        """A 429 arrived for a request started at `sent_at`: pause everyone for `wait` seconds.
+
+        Lowers the rate once per episode (a 429 for a request sent before the previous one
+        was handled belongs to the same episode). Returns True when the rate was lowered.
+        """
+        self.pause_until = max(self.pause_until, now + max(0.0, wait))
+        if self._calm_since is not None and sent_at < self._calm_since:
+            return False
+        self.throttles += 1
+        current = self.rate(now)
+        history = sent_at - (self._first_start if self._first_start is not None else sent_at)
+        if history >= 1.0:
+            # What the server accepted: our starts in the second before the refused one.
+            accepted = sum(1 for t in self._recent if sent_at - 1.0 <= t < sent_at)
+            new = min(current, accepted * SAFETY)
+        else:
+            new = current * 0.7  # too little history to measure: back off multiplicatively
+        self._base = max(MIN_RPS, new)
+        self._calm_since = now
+        return True
+
+
+@dataclass
+class Budget:
+    """The hourly budget seen in X-RateLimit-* headers, and the reserve left for production.
+
+    reserve: requests never to spend; None means 10% of the limit once a limit is seen.
+    Remaining counts are taken as the lowest seen, unless one jumps up by more than the
+    requests in flight could explain (a new window).
+    """
+
+    reserve: int | None = None
+    limit: int | None = None
+    remaining: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.reserve is not None and (not isinstance(self.reserve, int) or self.reserve < 0):
+            raise ValueError(f"reserve must be a whole number >= 0, not {self.reserve!r}")
+
+    @property
+    def kept(self) -> int:
+        """Requests kept back for production (0 until a limit is known)."""
+        if self.reserve is not None:
+            return self.reserve
+        return math.ceil(self.limit * 0.10) if self.limit else 0
+
+    def observe(self, limit: int | None, remaining: int | None, in_flight: int) -> None:
+        if limit is not None:
+            self.limit = limit
+        if remaining is None:
+            return
+        if self.remaining is None or remaining <= self.remaining or remaining > self.remaining + in_flight + 1:
+            self.remaining = remaining
+
+    def allows(self, in_flight: int) -> bool:
+        """May one more request start, with `in_flight` already sent and unanswered?"""
+        if self.remaining is None:
+            return True
+        return self.remaining - in_flight - 1 >= self.kept
+
+    def spendable(self, in_flight: int = 0) -> int | None:
+        """Requests that may still be sent before reaching the reserve (None if unknown)."""
+        if self.remaining is None:
+            return None
+        return max(0, self.remaining - in_flight - self.kept)

@@ -1,0 +1,155 @@
+"""The pandas edge: IDs out of a DataFrame/Series/list, the report DataFrame back, its
+summary, and CSV export. No network here."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any, Sequence
+
+import pandas as pd
+
+from .core import outcomes as oc
+from .core.ids import Plan
+from .core.outcomes import REPORT_COLUMNS, Outcome, Result
+from .errors import InputError
+
+DTYPES: dict[str, str] = {
+    "batch_id": "string",
+    "outcome": "string",
+    "http_status": "Int64",
+    "status_code": "string",
+    "error_code": "string",
+    "error_message": "string",
+    "error_description": "string",
+    "request_id": "string",
+    "cancel_time": "datetime64[ns, UTC]",
+    "end_time": "datetime64[ns, UTC]",
+    "attempts": "int64",
+    "elapsed_s": "float64",
+    "ratelimit_remaining": "Int64",
+}
+OUTCOME_ORDER = [o.value for o in Outcome]
+# Spreadsheets treat cells starting with these as formulas (CSV injection).
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def extract(batches: Any, column: str) -> tuple[pd.DataFrame, list[Any]]:
+    """The input as a frame to extend (never the caller's object) and its raw ID values."""
+    if isinstance(batches, pd.DataFrame):
+        if column not in batches.columns:
+            shown = ", ".join(map(repr, list(batches.columns)[:10])) or "none"
+            raise InputError(f"the DataFrame has no column {column!r} (columns: {shown}); "
+                             f"pass column='<name of the ID column>'")
+        values = batches[column]
+        if isinstance(values, pd.DataFrame):
+            raise InputError(f"the DataFrame has more than one column named {column!r}")
+        return batches.copy(), values.tolist()
+    if isinstance(batches, pd.Series):
+        name = batches.name if batches.name is not None else column
+        return batches.to_frame(name=name), batches.tolist()
+    if batches is None or isinstance(batches, (str, bytes, Mapping)) or not isinstance(batches, Iterable):
+        kind = type(batches).__name__
+        hint = " (for one ID use cancel_batch)" if isinstance(batches, str) else ""
+        raise InputError(f"batches must be a DataFrame, a Series or a list of IDs, not {kind}{hint}")
+    values = list(batches)
+    return pd.DataFrame(index=pd.RangeIndex(len(values))), values
+
+
+def empty_report(frame: pd.DataFrame | None = None) -> pd.DataFrame:
+    base = frame.iloc[0:0].copy() if frame is not None else pd.DataFrame()
+    for name, dtype in DTYPES.items():
+        base[name] = pd.Series(dtype=dtype)
+    return base
+
+
+def build_report(frame: pd.DataFrame, values: Sequence[Any], plan: Plan,
+                 results: Mapping[str, Result], attrs: Mapping[str, Any]) -> pd.DataFrame:
+    """One row per input row, in input order, input columns kept, result columns added."""
+    cols: dict[str, list[Any]] = {name: [] for name in REPORT_COLUMNS}
+    labels = list(frame.index)
+    for i, batch_id in enumerate(plan.ids):
+        if batch_id is None:
+            raw = values[i]
+            r = Result(raw.strip() if isinstance(raw, str) else None, Outcome.INVALID_ID,
+                       error_code=oc.INVALID_BATCH_ID, error_message=plan.problems.get(i))
+        elif i in plan.duplicates:
+            r = Result(batch_id, Outcome.DUPLICATE, error_code=oc.DUPLICATE_BATCH_ID,
+                       error_message=f"same batch ID as input row {labels[plan.duplicates[i]]!r}; sent once")
+        else:
+            r = results[batch_id]
+        for name in REPORT_COLUMNS:
+            value = getattr(r, name)
+            cols[name].append(value.value if isinstance(value, Outcome) else value)
+    report = frame.drop(columns=[c for c in REPORT_COLUMNS if c in frame.columns and c != "batch_id"])
+    for name in REPORT_COLUMNS:
+        report[name] = _typed(cols[name], DTYPES[name], frame.index)
+    report.attrs.update(attrs)
+    return report
+
+
+def _typed(values: list[Any], dtype: str, index: pd.Index) -> pd.Series:
+    if dtype.startswith("datetime64"):
+        return pd.Series(pd.to_datetime(pd.Series(values, dtype=object), utc=True).array, index=index).astype(dtype)
+    return pd.Series(values, index=index, dtype=dtype)
+
+
+def summarize(report: pd.DataFrame) -> pd.DataFrame:
+    """Counts and shares per outcome, in the documented outcome order."""
+    if not isinstance(report, pd.DataFrame) or "outcome" not in report.columns:
+        raise InputError("summarize() takes a report returned by cancel_batches (it needs an 'outcome' column)")
+    counts = report["outcome"].astype("string").value_counts(dropna=False)
+    order = [o for o in OUTCOME_ORDER if o in counts.index] + [o for o in counts.index if o not in OUTCOME_ORDER]
+    counts = counts.reindex(order)
+    total = int(counts.sum())
+    out = pd.DataFrame({"count": counts.astype("int64"),
+                        "share": (counts / total).round(4) if total else counts.astype("float64")})
+    out.index.name = "outcome"
+    return out
+
+
+def export_csv(report: pd.DataFrame, path: str | os.PathLike[str]) -> Path:
+    """Write a report as UTF-8 CSV with ISO-8601 UTC times; returns the path written.
+
+    Cells that a spreadsheet would run as a formula (starting with = + - @ tab or CR) are
+    prefixed with ' so they show as text. The file is replaced atomically.
+    """
+    if not isinstance(report, pd.DataFrame):
+        raise InputError("export_csv() takes a DataFrame (the report returned by cancel_batches)")
+    if not isinstance(path, (str, os.PathLike)) or not str(path).strip():
+        raise InputError("path must be a file path such as 'report.csv'")
+    target = Path(path).expanduser()
+    if target.is_dir():
+        raise InputError(f"{str(target)!r} is a directory; give a file name such as {str(target / 'report.csv')!r}")
+    parent = target.parent if str(target.parent) else Path(".")
+    if not parent.is_dir():
+        raise InputError(f"cannot write {str(target)!r}: the directory {str(parent)!r} does not exist")
+    out = report.copy()
+    out.columns = [_safe_cell(str(c)) for c in out.columns]
+    for name in out.columns:
+        col = out[name]
+        if isinstance(col.dtype, pd.DatetimeTZDtype) or pd.api.types.is_datetime64_any_dtype(col.dtype):
+            utc = col.dt.tz_convert("UTC") if isinstance(col.dtype, pd.DatetimeTZDtype) else col.dt.tz_localize("UTC")
+            out[name] = utc.dt.strftime("%Y-%m-%dT%H:%M:%S.%fZ").astype("object").where(col.notna(), None)
+        elif col.dtype == object or pd.api.types.is_string_dtype(col.dtype):
+            out[name] = col.map(_safe_cell, na_action="ignore")
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=parent)
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
+            out.to_csv(fh, index=False)
+        os.replace(tmp, target)
+    except OSError as exc:
+        try:
+            os.unlink(tmp)
+        except (OSError, UnboundLocalError):
+            pass
+        raise InputError(f"cannot write {str(target)!r}: {exc.strerror or exc}") from None
+    return target
+
+
+def _safe_cell(value: Any) -> Any:
+    if isinstance(value, str) and value.startswith(_FORMULA_START):
+        return "'" + value
+    return value
