@@ -7,9 +7,11 @@ on the other, with the progress bar in between.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 import warnings
+from contextlib import nullcontext
 from datetime import datetime, timezone
 from typing import Any
 
@@ -20,6 +22,7 @@ from .client import Client
 from .core.ids import plan
 from .core.outcomes import Outcome, Result
 from .errors import ConfigError, InputError
+from .journal import Journal
 from .progress import Progress
 from .runner import RunState, run
 
@@ -120,13 +123,17 @@ def cancel_batches(
     stop_on_auth_error: bool = True,
     *,
     wait: float | None = None,
+    journal: str | os.PathLike[str] | None = None,
     **client_kwargs: Any,
 ) -> pd.DataFrame:
     """Cancel every batch in `batches` and return a report with one row per input row.
 
     `batches` is a DataFrame (IDs in `column`), a Series, or a list-like of IDs. Invalid IDs
     are never sent, duplicates are sent once, and `dry_run=True` sends only GETs. The input
-    is not modified. See the README for the report's columns and outcomes.
+    is not modified. `wait` (seconds) polls batches that still read QUEUED/RUNNING until
+    they stop. `journal` (a file path) records every result as it arrives; running again
+    with the same journal sends nothing for batches already final there. On
+    KeyboardInterrupt the partial report is returned. See the README for the report.
     """
     workers = _check_workers(workers)
     wait = _check_wait(wait)
@@ -134,25 +141,33 @@ def cancel_batches(
     p = plan(values)
     started = datetime.now(timezone.utc)
     with _ClientScope(client, client_kwargs) as c:
+        jr = Journal(journal, c.base_url) if journal is not None else None
+        done = jr.done() if jr is not None else {}
+        todo = [i for i in p.unique if i not in done]
         sent_before, throttled_before = c.requests_sent, c.throttled
         poller = _Poller(c, wait)
-        bar = Progress(len(p.unique), enabled=bool(progress), desc="dry run" if dry_run else "cancelling",
+        bar = Progress(len(todo), enabled=bool(progress), desc="dry run" if dry_run else "cancelling",
                        budget=lambda: {**c.pacing(), "polls": poller.polls})
         state = RunState()
-        warned = _budget_warning(c, len(p.unique))
+        warned = _budget_warning(c, len(todo))
+        writer = jr if jr is not None and not dry_run else None
 
         def on_result(r: Result) -> None:
             nonlocal warned
+            if writer is not None:
+                writer.append(r)
             bar.update(r)
             if not warned:
-                warned = _budget_warning(c, len(p.unique) - sum(bar.counts.values()))
+                warned = _budget_warning(c, len(todo) - sum(bar.counts.values()))
 
         operation = (lambda i, stop: c.lookup(i, stop=stop)) if dry_run else poller.cancel
         try:
-            results = run(p.unique, operation, workers=workers, on_result=on_result,
-                          stop_on_auth_error=stop_on_auth_error, state=state)
+            with writer if writer is not None else nullcontext():
+                results = run(todo, operation, workers=workers, on_result=on_result,
+                              stop_on_auth_error=stop_on_auth_error, state=state)
         finally:
             bar.close()
+        results.update(done)
         info = c.pacing()
         attrs = {
             "started_at": started.isoformat(),
@@ -168,6 +183,8 @@ def cancel_batches(
             "ratelimit_remaining": info["ratelimit_remaining"],
             "reserve": info["reserve"],
             "stopped": state.stopped,
+            "resumed_from_journal": len(done),
+            "journal": str(jr.path) if jr is not None else None,
         }
     report = frames.build_report(frame, values, p, results, attrs)
     _announce(state, report)

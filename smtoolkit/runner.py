@@ -73,58 +73,65 @@ def run(
                 res: Result | BaseException = operation(batch_id, stop)
             except BaseException as exc:  # noqa: BLE001 - reported to the main thread
                 res = exc
+            out.put((batch_id, res))  # queued before it stops counting as in flight
             with lock:
-                del busy[n]
-            out.put((batch_id, res))
+                busy.pop(n, None)
         out.put((None, None))  # this worker is done
+
+    def take(batch_id: str, item: Result | BaseException) -> None:
+        if isinstance(item, BaseException):
+            raise item
+        result = item
+        if result.outcome is Outcome.SKIPPED and result.attempts == 0:
+            if result.error_code == oc.BUDGET_RESERVE:
+                state.stopped = state.stopped or "reserve"
+                stop.set()
+            _relabel(result, state.stopped)
+        results[batch_id] = result
+        if stop_on_auth_error and result.outcome in (Outcome.UNAUTHORIZED, Outcome.FORBIDDEN):
+            state.stopped = state.stopped or "auth"
+            stop.set()
+        on_result(result)
 
     threads = [threading.Thread(target=worker, args=(n,), name=f"smtoolkit-worker-{n}", daemon=True)
                for n in range(max(1, min(workers, len(todo) or 1)))]
     for t in threads:
         t.start()
     alive = len(threads)
-    deadline: float | None = None
-    try:
-        while alive:
+    deadline: float | None = None  # set once interrupted: how long to wait for requests in flight
+    while alive:
+        try:
+            if deadline is not None and time.monotonic() >= deadline:
+                break
             try:
-                timeout = 0.1 if deadline is None else max(0.0, deadline - time.monotonic())
+                timeout = 0.1 if deadline is None else max(0.001, deadline - time.monotonic())
                 batch_id, item = out.get(timeout=timeout)
             except queue.Empty:
-                if deadline is not None and time.monotonic() >= deadline:
-                    break
-                continue
-            except KeyboardInterrupt:
-                if deadline is not None:
-                    break  # a second interrupt: stop waiting
-                state.stopped = state.stopped or "interrupt"
-                stop.set()
-                deadline = time.monotonic() + grace
                 continue
             if item is None or batch_id is None:
                 alive -= 1
                 continue
-            if isinstance(item, BaseException):
-                raise item
-            result = item
-            if result.outcome is Outcome.SKIPPED and result.attempts == 0:
-                if result.error_code == oc.BUDGET_RESERVE:
-                    state.stopped = state.stopped or "reserve"
-                    stop.set()
-                _relabel(result, state.stopped)
-            results[batch_id] = result
-            if stop_on_auth_error and result.outcome in (Outcome.UNAUTHORIZED, Outcome.FORBIDDEN):
-                state.stopped = state.stopped or "auth"
-                stop.set()
-            on_result(result)
-    except KeyboardInterrupt:
-        state.stopped = state.stopped or "interrupt"
-        stop.set()
-    finally:
-        stop.set()
+            take(batch_id, item)
+        except KeyboardInterrupt:
+            if deadline is not None:
+                break  # a second interrupt: stop waiting
+            state.stopped = state.stopped or "interrupt"
+            stop.set()
+            deadline = time.monotonic() + grace
+    stop.set()
+    while True:  # answers that arrived while we stopped waiting
+        try:
+            batch_id, item = out.get_nowait()
+        except queue.Empty:
+            break
+        if item is not None and batch_id is not None:
+            take(batch_id, item)
     # Requests still in flight after the grace period: their effect is unknown.
     with lock:
         in_flight = dict(busy)
     for batch_id in in_flight.values():
+        if batch_id in results:
+            continue
         r = Result(batch_id, Outcome.NETWORK_ERROR, error_code="INTERRUPTED_IN_FLIGHT",
                    error_message="the run was interrupted while this request was in flight; "
                                  "its effect is unknown (run again to settle it)", attempts=1)

@@ -51,7 +51,12 @@ def _int_header(headers: Mapping[str, str], name: str) -> int | None:
 def _text(value: Any, limit: int) -> str | None:
     if value is None:
         return None
-    return str(value)[:limit]
+    if isinstance(value, str):
+        return value[:limit]
+    try:
+        return str(value)[:limit]
+    except (RecursionError, ValueError):  # a JSON value nested too deep to print
+        return None
 
 
 def parse_answer(status: int, headers: Mapping[str, str], body: bytes, now: float) -> Answer:
@@ -63,7 +68,7 @@ def parse_answer(status: int, headers: Mapping[str, str], body: bytes, now: floa
     }
     try:
         payload = json.loads(body.decode("utf-8")) if body.strip() else None
-    except (UnicodeDecodeError, ValueError):
+    except (UnicodeDecodeError, ValueError, RecursionError):  # RecursionError: nested too deep
         payload = None
         parsed = False
     else:

@@ -35,6 +35,9 @@ def check_id(value: object) -> Checked:
     elif isinstance(value, str):
         text = str(value).strip(_STRIP)
     elif isinstance(value, int) and not isinstance(value, bool):
+        if value.bit_length() > 4 * MAX_ID_LENGTH:
+            # Over 300 digits; str() itself raises beyond 4300 digits (Python 3.11+).
+            return Checked(None, f"batch ID longer than {MAX_ID_LENGTH} characters")
         text = str(value)
     elif _is_missing(value):
         return Checked(None, "missing batch ID")

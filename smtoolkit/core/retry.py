@@ -28,7 +28,7 @@ def parse_retry_after(value: str | None, now: float) -> float | None:
     value = value.strip()
     if not value:
         return None
-    if value.isdigit():
+    if value.isascii() and value.isdigit():  # str.isdigit alone is True for '²', which int() refuses
         seconds = float(int(value[:12]))
     else:
         try:

@@ -146,6 +146,9 @@ class App:
             "seq": seq, "time": started, "method": method, "path": path, "target": target,
             "batch_id": batch_id, "key": fingerprint(key), "status": None, "fault": None,
             "remaining": None,
+            # When the limiter admitted it (its monotonic clock), None if never admitted. Under
+            # concurrency neither `time` nor `seq` (both taken at arrival) is admission order.
+            "admitted_at": None,
         }
 
         def finish(resp: Response, fault: str | None = None, remaining: int | None = None) -> Response:
@@ -167,6 +170,7 @@ class App:
             return finish(resp)
 
         adm = self.limits.admit(key)
+        entry["admitted_at"] = adm.at
         if not adm.admitted:
             what = "Hourly request budget used up" if adm.reason == "hourly" else "Too many requests per second"
             resp = self._error(429, what, f"Retry after {adm.retry_after} s.", problem=problem, path=path)
@@ -211,12 +215,12 @@ class App:
             return self._error(404, "Route not found", problem=problem, path=path)
         if len(parts) == 2:
             if method != "POST":
-                return self._error(405, "Method not allowed", problem=problem, path=path)
+                return self._not_allowed("POST", problem, path)
             return self._create(body, path)
         batch_id = unquote(parts[2])
         if len(parts) == 4:
             if method != "GET":
-                return self._error(405, "Method not allowed", problem=problem, path=path)
+                return self._not_allowed("GET", problem, path)
             return self._status(batch_id, target, problem, path)
         if method == "GET":
             with self.store.lock:
@@ -237,7 +241,13 @@ class App:
                                        code="CONFLICT_ERROR", problem=problem, path=path)
                 return self._json(200, {"meta": {"request_id": self._request_id()},
                                         "data": b.record(self._base_url() + API_PREFIX)})
-        return self._error(405, "Method not allowed", problem=problem, path=path)
+        return self._not_allowed("GET, DELETE", problem, path)
+
+    def _not_allowed(self, allow: str, problem: bool, path: str) -> Response:
+        # RFC 9110 15.5.6: a 405 must list the methods the resource does support.
+        resp = self._error(405, "Method not allowed", problem=problem, path=path)
+        resp.headers["Allow"] = allow
+        return resp
 
     def _not_found(self, batch_id: str, problem: bool, path: str) -> Response:
         return self._error(404, "Batch not found", f"No batch with ID {batch_id[:100]!r}.",

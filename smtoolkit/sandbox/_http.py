@@ -27,6 +27,8 @@ class Server(ThreadingHTTPServer):
     ) -> None:
         self.dispatch = dispatch
         self.closing = closing
+        if ":" in address[0]:  # an IPv6 literal such as ::1 (the class default is IPv4 only)
+            self.address_family = socket.AF_INET6
         super().__init__(address, _Handler)
 
 

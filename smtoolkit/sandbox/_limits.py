@@ -18,6 +18,7 @@ class Admission:
     remaining: int
     retry_after: int | None = None
     reason: str | None = None  # "per_second" or "hourly" when refused
+    at: float | None = None  # the limiter's (monotonic) clock when admitted; the limits hold on it
 
 
 @dataclass
@@ -79,7 +80,7 @@ class RateLimits:
                 return Admission(False, self.hourly_limit, remaining, max(1, math.ceil(wait)), "per_second")
             w.recent.append(now)
             w.used += 1
-            return Admission(True, self.hourly_limit, self.hourly_limit - w.used)
+            return Admission(True, self.hourly_limit, self.hourly_limit - w.used, at=now)
 
     def reset(self) -> None:
         with self._lock:
