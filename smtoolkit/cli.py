@@ -10,9 +10,168 @@ import argparse
 import sys
 from typing import Sequence
 
+from typing import TYPE_CHECKING
+
 from ._version import __version__
 
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from .client import Client
+
+_FINE = ["cancelled", "already_stopped", "not_found", "duplicate", "would_cancel"]
+
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_CONFIG, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+DEMO_REPORT = "smtoolkit-demo-report.csv"
+
+
+class UsageError(Exception):
+    """Wrong arguments or input on the command line (exit 2)."""
+
+
+def _read_ids(args: argparse.Namespace) -> "pd.DataFrame":
+    """IDs from the arguments and/or a CSV/TSV file ('-' is stdin), as a DataFrame."""
+    import pandas as pd
+
+    frames = []
+    if args.ids:
+        frames.append(pd.DataFrame({args.column: list(args.ids)}))
+    if args.file is not None:
+        frames.append(_read_file(args.file, args.column))
+    if not frames:
+        raise UsageError("give batch IDs as arguments, or a file with -f FILE (or -f - for stdin)")
+    return pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+
+
+def _read_file(name: str, column: str) -> "pd.DataFrame":
+    import io
+
+    import pandas as pd
+
+    try:
+        text = sys.stdin.read() if name == "-" else open(name, encoding="utf-8-sig", newline="").read()
+    except OSError as exc:
+        raise UsageError(f"cannot read {name!r}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise UsageError(f"{name!r} is not UTF-8 text") from None
+    if not text.strip():
+        return pd.DataFrame({column: pd.Series([], dtype="string")})
+    first = text.lstrip("\ufeff").splitlines()[0]
+    sep = "\t" if name.endswith(".tsv") or ("\t" in first and "," not in first) else ","
+    try:
+        df = pd.read_csv(io.StringIO(text), sep=sep, dtype=str, keep_default_na=False, skip_blank_lines=True)
+    except (ValueError, pd.errors.ParserError) as exc:
+        raise UsageError(f"cannot read {name!r} as CSV/TSV: {exc}") from None
+    if column in df.columns:
+        return df
+    if len(df.columns) == 1:
+        shown = "stdin" if name == "-" else name
+        print(f"note: {shown} has no {column!r} header; reading it as one ID per line", file=sys.stderr)
+        return pd.DataFrame({column: [first.strip()] + df.iloc[:, 0].tolist()})
+    cols = ", ".join(map(repr, list(df.columns)[:10]))
+    raise UsageError(f"{name!r} has no column {column!r} (columns: {cols}); use --column")
+
+
+def _confirm(question: str, stdin_used: bool) -> bool:
+    """Ask on the terminal; raise UsageError when there is none."""
+    print(question, end=" ", file=sys.stderr, flush=True)
+    if sys.stdin.isatty() and not stdin_used:
+        answer = sys.stdin.readline()
+    else:
+        try:
+            with open("/dev/tty", encoding="utf-8") as tty:
+                answer = tty.readline()
+        except OSError:
+            print("", file=sys.stderr)
+            raise UsageError("no terminal to confirm on: pass --yes to cancel without asking") from None
+    return answer.strip().lower() in ("y", "yes")
+
+
+def _client(args: argparse.Namespace) -> "Client":
+    from .client import Client
+    from .config import base_url_from_env
+
+    return Client(base_url=args.base_url or base_url_from_env(), max_rps=args.max_rps, reserve=args.reserve,
+                  timeout=args.timeout)
+
+
+def _emit(report: "pd.DataFrame", args: argparse.Namespace) -> None:
+    from .frames import export_csv, summarize
+
+    if args.out:
+        path = export_csv(report, args.out)
+        print(f"report written to {path}", file=sys.stderr)
+    if args.output == "csv":
+        sys.stdout.write(report.to_csv(index=False, date_format="%Y-%m-%dT%H:%M:%S.%fZ"))
+    elif args.output == "json":
+        sys.stdout.write(report.to_json(orient="records", date_format="iso", indent=1) + "\n")
+    else:
+        print(summarize(report).to_string())
+        failed = report[~report["outcome"].isin(_FINE)]
+        if len(failed):
+            cols = [c for c in ("batch_id", "outcome", "error_code", "error_message") if c in failed.columns]
+            print(f"\n{len(failed)} row(s) need attention:")
+            print(failed[cols].head(20).to_string(index=False))
+
+
+def _exit_code(report: "pd.DataFrame") -> int:
+    stopped = report.attrs.get("stopped")
+    if stopped == "interrupt":
+        return EXIT_INTERRUPTED
+    if stopped == "auth" or report["outcome"].isin(["unauthorized", "forbidden"]).any():
+        return EXIT_CONFIG
+    return EXIT_OK if report["outcome"].isin(_FINE).all() else EXIT_FAILED
+
+
+def _cancel(args: argparse.Namespace) -> int:
+    from .api import cancel_batches
+    from .core.ids import plan
+
+    ids = _read_ids(args)
+    client = _client(args)
+    p = plan(ids[args.column].tolist())
+    skipped = len(ids) - len(p.unique)
+    what = "look up" if args.dry_run else "cancel"
+    print(f"{what}: {len(p.unique)} batch(es) at {client.base_url}"
+          + (f" ({skipped} invalid or duplicate row(s) will not be sent)" if skipped else ""), file=sys.stderr)
+    if not args.dry_run and not args.yes and p.unique:
+        if not _confirm(f"Cancel {len(p.unique)} batch(es)? Proceed? [y/N]", args.file == "-"):
+            print("Nothing was cancelled.", file=sys.stderr)
+            return EXIT_OK
+    with client:
+        report = cancel_batches(ids, column=args.column, client=client, workers=args.workers,
+                                dry_run=args.dry_run, progress=not args.no_progress, wait=args.wait,
+                                journal=args.journal)
+    _emit(report, args)
+    return _exit_code(report)
+
+
+def _status(args: argparse.Namespace) -> int:
+    from .api import get_batches
+
+    ids = _read_ids(args)
+    with _client(args) as client:
+        report = get_batches(ids, column=args.column, client=client, workers=args.workers,
+                             progress=not args.no_progress, with_progress=args.with_progress)
+    if args.output == "table":
+        args.output = "table-status"
+        cols = [c for c in ("batch_id", "outcome", "status_code", "description", "start_time", "end_time",
+                            "cancel_time", "queued", "running", "success", "failure", "error_code")
+                if c in report.columns]
+        print(report[cols].to_string(index=False))
+        if args.out:
+            from .frames import export_csv
+
+            print(f"report written to {export_csv(report, args.out)}", file=sys.stderr)
+    else:
+        _emit(report, args)
+    return _exit_code(report)
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    return run_demo(out=args.out or DEMO_REPORT, progress=not args.no_progress)
 
 
 def _sandbox(args: argparse.Namespace) -> int:
@@ -47,6 +206,42 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"smtoolkit {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
+    def ids_args(p: argparse.ArgumentParser) -> None:
+        p.add_argument("ids", nargs="*", metavar="ID", help="batch IDs")
+        p.add_argument("-f", "--file", metavar="FILE", help="CSV/TSV file with the IDs ('-' reads stdin)")
+        p.add_argument("--column", default="batch_id", help="the column holding the IDs (default batch_id)")
+        p.add_argument("--base-url", default=None,
+                       help="API base URL (default $SUPERMETRICS_BASE_URL or the Supermetrics API)")
+        p.add_argument("--workers", type=int, default=4, help="parallel requests (default 4)")
+        p.add_argument("--max-rps", type=float, default=20.0, help="requests per second at most (default 20)")
+        p.add_argument("--reserve", type=int, default=None,
+                       help="hourly requests left untouched for production (default 10%% of the limit)")
+        p.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for an answer (default 30)")
+        p.add_argument("-o", "--output", choices=("table", "csv", "json"), default="table",
+                       help="what goes to stdout (default table: a summary)")
+        p.add_argument("--out", metavar="FILE", default=None, help="also write the full report as CSV")
+        p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+
+    p = sub.add_parser("cancel", help="cancel batches (asks to confirm unless --yes)")
+    ids_args(p)
+    p.add_argument("--journal", metavar="FILE", default=None,
+                   help="record results as they arrive; re-running skips batches already final there")
+    p.add_argument("--dry-run", action="store_true", help="only look the batches up (GET); cancel nothing")
+    p.add_argument("--wait", type=float, default=None, metavar="SECONDS",
+                   help="after a cancel, poll until each batch reads STOPPED, up to this long")
+    p.add_argument("-y", "--yes", action="store_true", help="do not ask for confirmation")
+    p.set_defaults(func=_cancel)
+
+    p = sub.add_parser("status", help="look batches up without changing anything")
+    ids_args(p)
+    p.add_argument("--with-progress", action="store_true", help="add per-query counts (one more request each)")
+    p.set_defaults(func=_status)
+
+    p = sub.add_parser("demo", help="start a sandbox, cancel a realistic mix of batches, write a report")
+    p.add_argument("--out", metavar="FILE", default=None, help=f"report CSV (default {DEMO_REPORT})")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=_demo)
+
     p = sub.add_parser("sandbox", help="run a local sandbox of the Supermetrics batch API until Ctrl-C")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=0, help="port (default 0: a free one)")
@@ -73,11 +268,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help(sys.stderr)
         return EXIT_USAGE
+    from .errors import ConfigError, InputError
+
     try:
         return int(args.func(args))
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
-    except ValueError as exc:  # ConfigError, InputError and bad settings
+    except (UsageError, InputError) as exc:
+        print(f"smtoolkit: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except (ConfigError, ValueError) as exc:
         print(f"smtoolkit: error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
