@@ -1,0 +1,274 @@
+"""The one-off cancel panel: paste an ID, look it up, cancel it behind a confirmation.
+
+An ipywidgets VBox. Requests run on a worker thread so the kernel never freezes; results are
+written back by setting widget values (never the Output widget's `with out:`, which is not
+thread-safe). Every action is kept in `history`, a DataFrame with the report's columns.
+"""
+
+from __future__ import annotations
+
+import html
+import threading
+from datetime import datetime, timezone
+from typing import Any, Callable
+
+import ipywidgets as widgets
+import pandas as pd
+
+from .client import Client
+from .core.ids import check_id
+from .core.outcomes import REPORT_COLUMNS, Outcome, Result
+from .errors import ConfigError
+from .frames import DTYPES, export_csv
+
+_GOOD = {Outcome.CANCELLED, Outcome.ALREADY_STOPPED, Outcome.WOULD_CANCEL}
+_WARN = {Outcome.STOPPING, Outcome.NOT_FOUND, Outcome.DUPLICATE, Outcome.SKIPPED}
+_COLORS = {"good": ("#e7f6ec", "#1e7b34"), "warn": ("#fff6e0", "#8a5a00"), "bad": ("#fdecea", "#a12622")}
+
+
+def _fmt(value: Any) -> str:
+    if value is None or value is pd.NaT:
+        return "—"
+    if isinstance(value, datetime):
+        return value.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+    return str(value)
+
+
+class CancelPanel(widgets.VBox):
+    """A panel for one-off cancels. Show it by putting it last in a notebook cell.
+
+    Parts, for driving it in code: `id_input` (Enter looks the batch up), `lookup_button`,
+    `cancel_button` (arms), `confirm_button` (sends the DELETE), `export_button`, `card`
+    (the result), `message`, and `history`. `wait()` blocks until the current request ends.
+    """
+
+    def __init__(self, client: Client | None = None, **client_kwargs: Any) -> None:
+        self._client = client
+        self._client_kwargs = client_kwargs
+        self.key_input: widgets.Password | None = None
+        if client is None:
+            try:
+                self._client = Client(**client_kwargs)
+            except ConfigError as exc:
+                if "API key" not in str(exc) or "api_key" in client_kwargs:
+                    raise
+                self.key_input = widgets.Password(description="API key", placeholder="not echoed anywhere")
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._armed: str | None = None
+        self._looked_up: dict[str, Result] = {}
+        self._rows: list[dict[str, Any]] = []
+
+        self.id_input = widgets.Text(description="Batch ID", placeholder="qrb_…", continuous_update=False,
+                                     layout=widgets.Layout(width="420px"))
+        self.lookup_button = widgets.Button(description="Look up", icon="search")
+        self.cancel_button = widgets.Button(description="Cancel batch…", button_style="warning", icon="stop")
+        self.confirm_button = widgets.Button(description="Confirm cancel", button_style="danger",
+                                             disabled=True, icon="check")
+        self.export_button = widgets.Button(description="Export history", icon="download")
+        self.export_path = widgets.Text(value="smtoolkit-panel-history.csv", description="CSV file",
+                                        layout=widgets.Layout(width="420px"))
+        self.message = widgets.HTML(value="")
+        self.card = widgets.HTML(value="")
+        self.busy = widgets.Label(value="")
+
+        self.id_input.observe(self._on_id_change, names="value")
+        self.lookup_button.on_click(lambda _: self.lookup())
+        self.cancel_button.on_click(lambda _: self.arm())
+        self.confirm_button.on_click(lambda _: self.confirm())
+        self.export_button.on_click(lambda _: self.export())
+
+        rows: list[widgets.Widget] = []
+        if self.key_input is not None:
+            rows.append(self.key_input)
+        rows += [
+            widgets.HTML("<b>Cancel one Supermetrics batch</b>"),
+            widgets.HBox([self.id_input, self.lookup_button]),
+            widgets.HBox([self.cancel_button, self.confirm_button, self.busy]),
+            self.message,
+            self.card,
+            widgets.HBox([self.export_path, self.export_button]),
+        ]
+        super().__init__(children=rows, layout=widgets.Layout(padding="6px", border="1px solid #ddd"))
+
+    def __repr__(self) -> str:
+        return f"<CancelPanel actions={len(self._rows)}>"
+
+    # -- state --------------------------------------------------------------------------------
+    @property
+    def history(self) -> pd.DataFrame:
+        """One row per action taken in this panel, with the report's columns (plus action, at)."""
+        with self._lock:
+            rows = list(self._rows)
+        frame = pd.DataFrame({"action": pd.Series([r["action"] for r in rows], dtype="string"),
+                              "at": pd.to_datetime(pd.Series([r["at"] for r in rows], dtype=object), utc=True)})
+        for name in REPORT_COLUMNS:
+            values = [r[name] for r in rows]
+            if DTYPES[name].startswith("datetime64"):
+                frame[name] = pd.to_datetime(pd.Series(values, dtype=object), utc=True).astype(DTYPES[name])
+            else:
+                frame[name] = pd.Series(values, dtype=DTYPES[name])
+        return frame
+
+    def wait(self, timeout: float | None = 30.0) -> None:
+        """Block until the request in flight (if any) has finished and been shown."""
+        t = self._thread
+        if t is not None:
+            t.join(timeout)
+
+    @property
+    def armed(self) -> str | None:
+        """The batch ID a confirm would cancel, or None."""
+        return self._armed
+
+    # -- actions ------------------------------------------------------------------------------
+    def _on_id_change(self, change: dict[str, Any]) -> None:
+        self._disarm()
+        if str(change.get("new") or "").strip():
+            self.lookup()
+
+    def _checked_id(self) -> str | None:
+        c = check_id(self.id_input.value)
+        if c.batch_id is None:
+            self._say("bad", f"Not sent: {c.problem}.")
+            self.card.value = ""
+            return None
+        return c.batch_id
+
+    def lookup(self) -> None:
+        """Show the batch's current information without changing it."""
+        batch_id = self._checked_id()
+        if batch_id is None:
+            return
+        self._run(f"Looking up {batch_id}…", lambda c: self._do_lookup(c, batch_id))
+
+    def arm(self) -> None:
+        """First step of a cancel: show what will be cancelled; only confirm sends it."""
+        batch_id = self._checked_id()
+        if batch_id is None:
+            return
+        self._armed = batch_id
+        self.confirm_button.disabled = False
+        seen = self._looked_up.get(batch_id)
+        detail = ""
+        if seen is not None and seen.batch:
+            detail = (f" — status <b>{html.escape(_fmt(seen.status_code))}</b>, "
+                      f"“{html.escape(str(seen.batch.get('description') or ''))}”")
+        self._say("warn", f"About to cancel <code>{html.escape(batch_id)}</code>{detail}. "
+                          "Click <b>Confirm cancel</b> to send it.")
+
+    def confirm(self) -> None:
+        """Send the DELETE for the armed batch, if the ID has not changed since arming."""
+        batch_id = self._armed
+        current = check_id(self.id_input.value).batch_id
+        if batch_id is None or batch_id != current:
+            self._disarm()
+            self._say("warn", "Nothing sent: click <b>Cancel batch…</b> first.")
+            return
+        self._disarm()
+        self._run(f"Cancelling {batch_id}…", lambda c: self._do_cancel(c, batch_id))
+
+    def export(self) -> None:
+        """Write the history as CSV to the path in `export_path`."""
+        try:
+            path = export_csv(self.history, self.export_path.value)
+        except ValueError as exc:
+            self._say("bad", html.escape(str(exc)))
+            return
+        self._say("good", f"History ({len(self._rows)} rows) written to <code>{html.escape(str(path))}</code>.")
+
+    # -- plumbing -----------------------------------------------------------------------------
+    def _disarm(self) -> None:
+        self._armed = None
+        self.confirm_button.disabled = True
+
+    def _client_now(self) -> Client:
+        if self._client is None:
+            assert self.key_input is not None
+            self._client = Client(api_key=self.key_input.value or None, **self._client_kwargs)
+        return self._client
+
+    def _run(self, doing: str, work: Callable[[Client], None]) -> None:
+        if self._thread is not None and self._thread.is_alive():
+            self._say("warn", "A request is still in flight; wait for it.")
+            return
+        try:
+            client = self._client_now()
+        except ConfigError as exc:
+            self._say("bad", html.escape(str(exc)))
+            return
+        self._set_busy(True, doing)
+
+        def target() -> None:
+            try:
+                work(client)
+            except Exception as exc:  # noqa: BLE001 - shown in the panel, never lost
+                self._say("bad", f"Unexpected error: {html.escape(type(exc).__name__)}: {html.escape(str(exc))}")
+            finally:
+                self._set_busy(False, "")
+
+        self._thread = threading.Thread(target=target, name="smtoolkit-panel", daemon=True)
+        self._thread.start()
+
+    def _set_busy(self, busy: bool, text: str) -> None:
+        for b in (self.lookup_button, self.cancel_button, self.export_button):
+            b.disabled = busy
+        if busy:
+            self.confirm_button.disabled = True
+        self.busy.value = text
+
+    def _record(self, action: str, r: Result) -> None:
+        row = r.row()
+        row.update(action=action, at=datetime.now(timezone.utc))
+        with self._lock:
+            self._rows.append(row)
+
+    def _do_lookup(self, client: Client, batch_id: str) -> None:
+        r = client.lookup(batch_id)
+        counts = client.query_progress(batch_id) if r.http_status == 200 else None
+        self._looked_up[batch_id] = r
+        self._record("lookup", r)
+        self.message.value = ""
+        self.card.value = self._card("Look-up", r, counts, client)
+
+    def _do_cancel(self, client: Client, batch_id: str) -> None:
+        r = client.cancel(batch_id)
+        self._record("cancel", r)
+        self.message.value = ""
+        self.card.value = self._card("Cancel", r, None, client)
+
+    def _say(self, kind: str, text: str) -> None:
+        bg, fg = _COLORS[kind]
+        self.message.value = f'<div style="background:{bg};color:{fg};padding:4px 8px;border-radius:4px">{text}</div>'
+
+    @staticmethod
+    def _card(title: str, r: Result, counts: dict[str, int] | None, client: Client) -> str:
+        kind = "good" if r.outcome in _GOOD else "warn" if r.outcome in _WARN else "bad"
+        bg, fg = _COLORS[kind]
+        batch = r.batch or {}
+        rows = [
+            ("Batch", r.batch_id),
+            ("Outcome", r.outcome.value),
+            ("Batch status", r.status_code),
+            ("Description", batch.get("description")),
+            ("Scheduled", batch.get("schedule_time")),
+            ("Started", batch.get("start_time")),
+            ("Ended", r.end_time),
+            ("Cancelled at", r.cancel_time),
+        ]
+        if counts:
+            rows.append(("Queries", ", ".join(f"{k} {v}" for k, v in counts.items())))
+        if r.error_code or r.error_message:
+            rows.append(("Error", f"{r.error_code or ''} {r.error_message or ''}".strip()))
+        if r.error_description:
+            rows.append(("Details", r.error_description))
+        rows += [("HTTP status", r.http_status), ("Request ID", r.request_id),
+                 ("Hourly budget left", client.budget.remaining)]
+        body = "".join(
+            f'<tr><td style="padding:1px 10px 1px 0;color:#555">{html.escape(k)}</td>'
+            f'<td class="smtk-{html.escape(k.lower().replace(" ", "-"))}">{html.escape(_fmt(v))}</td></tr>'
+            for k, v in rows
+        )
+        return (f'<div class="smtk-card smtk-{kind}" style="background:{bg};border-left:5px solid {fg};'
+                f'padding:6px 10px;border-radius:4px"><div style="color:{fg};font-weight:bold">'
+                f'{html.escape(title)}: {html.escape(r.outcome.value)}</div><table>{body}</table></div>')
