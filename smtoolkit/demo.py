@@ -26,8 +26,8 @@ def demo_input(sb: "object") -> pd.DataFrame:
         rows.append((bid, "finished earlier", "already_stopped"))
     for bid in ("qrb_000000000001", "qrb_000000000002", "qrb_deadbeef0000"):
         rows.append((bid, "unknown ID", "not_found"))
-    for bid, _, _ in rows[:3]:
-        rows.append((bid, "pasted twice", "duplicate"))
+    for first, _, _ in rows[:3]:
+        rows.append((first, "pasted twice", "duplicate"))
     rows.append(("qrb_../../admin", "malformed", "invalid_id"))
     rows.append(("", "blank cell", "invalid_id"))
     return pd.DataFrame(rows, columns=["batch_id", "kind", "expected"])

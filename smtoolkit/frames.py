@@ -43,10 +43,10 @@ def extract(batches: Any, column: str) -> tuple[pd.DataFrame, list[Any]]:
             shown = ", ".join(map(repr, list(batches.columns)[:10])) or "none"
             raise InputError(f"the DataFrame has no column {column!r} (columns: {shown}); "
                              f"pass column='<name of the ID column>'")
-        values = batches[column]
-        if isinstance(values, pd.DataFrame):
+        picked = batches[column]
+        if isinstance(picked, pd.DataFrame):
             raise InputError(f"the DataFrame has more than one column named {column!r}")
-        return batches.copy(), values.tolist()
+        return batches.copy(), picked.tolist()
     if isinstance(batches, pd.Series):
         name = batches.name if batches.name is not None else column
         return batches.to_frame(name=name), batches.tolist()
@@ -92,8 +92,8 @@ def build_report(frame: pd.DataFrame, values: Sequence[Any], plan: Plan,
 
 def _typed(values: list[Any], dtype: str, index: pd.Index) -> pd.Series:
     if dtype.startswith("datetime64"):
-        return pd.Series(pd.to_datetime(pd.Series(values, dtype=object), utc=True).array, index=index).astype(dtype)
-    return pd.Series(values, index=index, dtype=dtype)
+        return pd.Series(pd.to_datetime(pd.Series(values, dtype=object), utc=True).array, index=index).astype(dtype)  # type: ignore[call-overload]
+    return pd.Series(values, index=index, dtype=dtype)  # type: ignore[call-overload]
 
 
 def summarize(report: pd.DataFrame) -> pd.DataFrame:

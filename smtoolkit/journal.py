@@ -70,7 +70,7 @@ def _result(record: dict[str, Any]) -> Result | None:
         values[name] = values[name] if isinstance(values[name], int) else None
     values["attempts"] = values["attempts"] if isinstance(values["attempts"], int) else 0
     values["elapsed_s"] = float(values["elapsed_s"]) if isinstance(values["elapsed_s"], (int, float)) else 0.0
-    return Result(**values)
+    return Result(**values)  # type: ignore[arg-type]
 
 
 class Journal:

@@ -105,7 +105,7 @@ class CancelPanel(widgets.VBox):
         for name in REPORT_COLUMNS:
             values = [r[name] for r in rows]
             if DTYPES[name].startswith("datetime64"):
-                frame[name] = pd.to_datetime(pd.Series(values, dtype=object), utc=True).astype(DTYPES[name])
+                frame[name] = pd.to_datetime(pd.Series(values, dtype=object), utc=True).astype(DTYPES[name])  # type: ignore[call-overload]
             else:
                 frame[name] = pd.Series(values, dtype=DTYPES[name])
         return frame

@@ -82,7 +82,9 @@ def parse_answer(status: int, headers: Mapping[str, str], body: bytes, now: floa
             message = f"HTTP {status} with {kind}" + (f": {snippet!r}" if snippet else "")
         return Answer(status, None, readable=False, error_message=message,
                       error_code=None if ok else f"HTTP_{status}", **common)
-    meta = payload.get("meta") if isinstance(payload.get("meta"), dict) else {}
+    meta = payload.get("meta")
+    if not isinstance(meta, dict):
+        meta = {}
     request_id = _text(meta.get("request_id"), 64)
     if ok:
         data = payload.get("data")

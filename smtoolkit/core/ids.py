@@ -93,14 +93,14 @@ def plan(values: Iterable[object]) -> Plan:
     for i, value in enumerate(values):
         # Fast path for the common case: clean text IDs.
         if type(value) is str and safe(text := value.strip(strip)) is not None and dots(text) is None:
-            batch_id: str | None = text
+            batch_id = text
         else:
             c = check_id(value)
-            batch_id = c.batch_id
-            if batch_id is None:
+            if c.batch_id is None:
                 problems[i] = c.problem or "invalid batch ID"
                 ids.append(None)
                 continue
+            batch_id = c.batch_id
         ids.append(batch_id)
         earlier = seen.setdefault(batch_id, i)
         if earlier == i:

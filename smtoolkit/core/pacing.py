@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 # Requests leave on schedule but reach the server with a few milliseconds of jitter; pacing
 # at this share of max_rps keeps *arrivals*, not only departures, inside the limit.
@@ -18,6 +18,9 @@ MIN_RPS = 0.5
 # After a throttle, the rate is raised by PROBE_STEP after every PROBE_PERIOD seconds of calm.
 PROBE_PERIOD = 5.0
 PROBE_STEP = 0.02
+# Starts are remembered this long, so that a 429 answered long after its request was sent
+# (slow server, long timeout) can still be measured against the second before it.
+HISTORY = 120.0
 
 
 class Pacer:
@@ -31,7 +34,10 @@ class Pacer:
         if not (isinstance(max_rps, (int, float)) and math.isfinite(max_rps) and max_rps > 0):
             raise ValueError(f"max_rps must be a positive number, not {max_rps!r}")
         self.max_rps = float(max_rps)
-        self._top = max(MIN_RPS, self.max_rps * SAFETY)
+        self._top = self.max_rps * SAFETY
+        self._floor = min(MIN_RPS, self._top)  # never above what the user allowed
+        # Starts allowed in any sliding one-second window (at least one, for max_rps < 1).
+        self._per_window = max(1, math.floor(self.max_rps))
         self._base = self._top  # rate right after the last throttle
         self._calm_since: float | None = None  # None: never throttled
         self._last_start: float | None = None
@@ -52,6 +58,10 @@ class Pacer:
         t = self.pause_until
         if self._last_start is not None:
             t = max(t, self._last_start + 1.0 / self.rate(now))
+            # Even spacing alone allows ceil(rate) starts in a window, more than a non-integer
+            # max_rps (and float rounding can add one more at integer rates): guard the window.
+            if len(self._recent) >= self._per_window:
+                t = max(t, self._recent[-self._per_window] + 1.0)
         return max(t, now)
 
     def start(self, now: float) -> None:
@@ -60,7 +70,7 @@ class Pacer:
         if self._first_start is None:
             self._first_start = now
         self._recent.append(now)
-        while self._recent and self._recent[0] <= now - 2.0:
+        while self._recent and self._recent[0] <= now - HISTORY:
             self._recent.popleft()
 
     def throttled(self, now: float, sent_at: float, wait: float) -> bool:
@@ -69,19 +79,23 @@ class Pacer:
         Lowers the rate once per episode (a 429 for a request sent before the previous one
         was handled belongs to the same episode). Returns True when the rate was lowered.
         """
+        paused_until = self.pause_until  # the end of the previous pause
         self.pause_until = max(self.pause_until, now + max(0.0, wait))
         if self._calm_since is not None and sent_at < self._calm_since:
             return False
         self.throttles += 1
         current = self.rate(now)
         history = sent_at - (self._first_start if self._first_start is not None else sent_at)
-        if history >= 1.0:
-            # What the server accepted: our starts in the second before the refused one.
+        # What the server accepted: our starts in the second before the refused one. That
+        # second says nothing when we were paused in it or sent nothing at all.
+        accepted = 0
+        if history >= 1.0 and sent_at - 1.0 >= paused_until:
             accepted = sum(1 for t in self._recent if sent_at - 1.0 <= t < sent_at)
+        if accepted:
             new = min(current, accepted * SAFETY)
         else:
-            new = current * 0.7  # too little history to measure: back off multiplicatively
-        self._base = max(MIN_RPS, new)
+            new = current * 0.7  # nothing to measure: back off multiplicatively
+        self._base = max(self._floor, new)
         self._calm_since = now
         return True
 
@@ -92,15 +106,27 @@ class Budget:
 
     reserve: requests never to spend; None means 10% of the limit once a limit is seen.
     Remaining counts are taken as the lowest seen, unless one jumps up by more than the
-    requests in flight could explain (a new window).
+    requests in flight could explain (a new window). An answer without the header counts as
+    one request spent.
+
+    Pass `sent_at` (when the answered request was started) to `observe`: answers arrive out of
+    order, and only then can a late answer to an old request (whose count is high because the
+    server saw it early) be told apart from a new window. Without it, such a late answer that
+    overtook more than `in_flight + 1` requests is taken for a new window and the estimate
+    rises above the truth.
     """
 
     reserve: int | None = None
     limit: int | None = None
     remaining: int | None = None
+    _read_at: float | None = field(default=None, init=False, repr=False, compare=False)  # newest reading's request
+    _window_from: float = field(default=-math.inf, init=False, repr=False, compare=False)  # where the window began
+    _unread: list[float] = field(default_factory=list, init=False, repr=False, compare=False)  # headerless answers
 
     def __post_init__(self) -> None:
-        if self.reserve is not None and (not isinstance(self.reserve, int) or self.reserve < 0):
+        if self.reserve is not None and (
+            not isinstance(self.reserve, int) or isinstance(self.reserve, bool) or self.reserve < 0
+        ):
             raise ValueError(f"reserve must be a whole number >= 0, not {self.reserve!r}")
 
     @property
@@ -110,13 +136,35 @@ class Budget:
             return self.reserve
         return math.ceil(self.limit * 0.10) if self.limit else 0
 
-    def observe(self, limit: int | None, remaining: int | None, in_flight: int) -> None:
+    def observe(self, limit: int | None, remaining: int | None, in_flight: int, sent_at: float | None = None) -> None:
+        """Take in one answer's headers; `in_flight` excludes the answered request."""
         if limit is not None:
             self.limit = limit
         if remaining is None:
+            # An answer without the header (a gateway page, say) may still have been counted:
+            # assume it was, or a run of such answers would spend past the reserve unseen.
+            if self.remaining is not None:
+                self.remaining = max(0, self.remaining - 1)
+                if sent_at is not None:
+                    self._unread.append(sent_at)
             return
-        if self.remaining is None or remaining <= self.remaining or remaining > self.remaining + in_flight + 1:
-            self.remaining = remaining
+        if sent_at is None:
+            if self.remaining is None or remaining <= self.remaining or remaining > self.remaining + in_flight + 1:
+                self.remaining = remaining
+            return
+        # The server counted everything it processed before this request, but not the
+        # headerless answers to requests sent after it.
+        value = max(0, remaining - sum(1 for t in self._unread if t > sent_at))
+        newer = self._read_at is None or sent_at > self._read_at
+        if self.remaining is None or (newer and value > self.remaining + in_flight + 1):
+            self.remaining = value  # the first reading, or a new window
+            self._window_from = sent_at
+            self._unread = [t for t in self._unread if t > sent_at]
+        elif sent_at >= self._window_from:
+            self.remaining = min(self.remaining, value)
+        # else: an answer from before the current window began; it says nothing about it.
+        if newer:
+            self._read_at = sent_at
 
     def allows(self, in_flight: int) -> bool:
         """May one more request start, with `in_flight` already sent and unanswered?"""
