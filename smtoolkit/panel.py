@@ -17,7 +17,7 @@ import pandas as pd
 
 from .client import Client
 from .core.ids import check_id
-from .core.outcomes import REPORT_COLUMNS, Outcome, Result
+from .core.outcomes import REPORT_COLUMNS, Outcome, Result, parse_time
 from .errors import ConfigError
 from .frames import DTYPES, export_csv
 
@@ -53,6 +53,7 @@ class CancelPanel(widgets.VBox):
                 if "API key" not in str(exc) or "api_key" in client_kwargs:
                     raise
                 self.key_input = widgets.Password(description="API key", placeholder="not echoed anywhere")
+                self.key_input.observe(self._on_key_change, names="value")
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._armed: str | None = None
@@ -126,6 +127,10 @@ class CancelPanel(widgets.VBox):
         self._disarm()
         if str(change.get("new") or "").strip():
             self.lookup()
+
+    def _on_key_change(self, change: dict[str, Any]) -> None:
+        # A retyped key is used from the next request on (one in flight keeps its client).
+        self._client = None
 
     def _checked_id(self) -> str | None:
         c = check_id(self.id_input.value)
@@ -214,7 +219,7 @@ class CancelPanel(widgets.VBox):
         for b in (self.lookup_button, self.cancel_button, self.export_button):
             b.disabled = busy
         if busy:
-            self.confirm_button.disabled = True
+            self._disarm()
         self.busy.value = text
 
     def _record(self, action: str, r: Result) -> None:
@@ -228,14 +233,22 @@ class CancelPanel(widgets.VBox):
         counts = client.query_progress(batch_id) if r.http_status == 200 else None
         self._looked_up[batch_id] = r
         self._record("lookup", r)
-        self.message.value = ""
+        self._settle(batch_id, "looked up")
         self.card.value = self._card("Look-up", r, counts, client)
 
     def _do_cancel(self, client: Client, batch_id: str) -> None:
         r = client.cancel(batch_id)
         self._record("cancel", r)
-        self.message.value = ""
+        self._settle(batch_id, "cancelled")
         self.card.value = self._card("Cancel", r, None, client)
+
+    def _settle(self, batch_id: str, done: str) -> None:
+        """Clear the message, unless the ID changed while the request was in flight."""
+        if check_id(self.id_input.value).batch_id not in (None, batch_id):
+            self._say("warn", f"The ID changed while <code>{html.escape(batch_id)}</code> was being {done}; "
+                              "the card shows that batch. Click <b>Look up</b> for the new ID.")
+        else:
+            self.message.value = ""
 
     def _say(self, kind: str, text: str) -> None:
         bg, fg = _COLORS[kind]
@@ -251,8 +264,8 @@ class CancelPanel(widgets.VBox):
             ("Outcome", r.outcome.value),
             ("Batch status", r.status_code),
             ("Description", batch.get("description")),
-            ("Scheduled", batch.get("schedule_time")),
-            ("Started", batch.get("start_time")),
+            ("Scheduled", parse_time(batch.get("schedule_time"))),
+            ("Started", parse_time(batch.get("start_time"))),
             ("Ended", r.end_time),
             ("Cancelled at", r.cancel_time),
         ]
