@@ -4,6 +4,8 @@ with a truthful report of what happened to every row.
 Everything a user may import is listed in `__all__`; other modules are internal.
 """
 
+import logging
+
 from ._version import __version__
 from .api import cancel_batch, cancel_batches, get_batches
 from .client import Client
@@ -27,6 +29,10 @@ __all__ = [
     "get_batches",
     "summarize",
 ]
+
+# A library does not configure logging; this only keeps Python's last-resort handler from
+# printing our warnings a second time (they are also issued with `warnings`).
+logging.getLogger("smtoolkit").addHandler(logging.NullHandler())
 
 
 def __getattr__(name: str) -> object:

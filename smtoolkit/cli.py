@@ -10,7 +10,7 @@ import argparse
 import sys
 from typing import Sequence
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 from ._version import __version__
 
@@ -67,7 +67,9 @@ def _read_file(name: str, column: str) -> "pd.DataFrame":
     if len(df.columns) == 1:
         shown = "stdin" if name == "-" else name
         print(f"note: {shown} has no {column!r} header; reading it as one ID per line", file=sys.stderr)
-        return pd.DataFrame({column: [first.strip()] + df.iloc[:, 0].tolist()})
+        raw = pd.read_csv(io.StringIO(text), sep=sep, header=None, dtype=str, keep_default_na=False,
+                          skip_blank_lines=True)
+        return pd.DataFrame({column: raw.iloc[:, 0].tolist()})
     cols = ", ".join(map(repr, list(df.columns)[:10]))
     raise UsageError(f"{name!r} has no column {column!r} (columns: {cols}); use --column")
 
@@ -95,12 +97,28 @@ def _client(args: argparse.Namespace) -> "Client":
                   timeout=args.timeout)
 
 
-def _emit(report: "pd.DataFrame", args: argparse.Namespace) -> None:
-    from .frames import export_csv, summarize
+def _check_out(path: str | None) -> None:
+    """Refuse an unwritable --out before anything is sent, not after."""
+    from pathlib import Path
 
+    if path:
+        p = Path(path).expanduser()
+        if p.is_dir() or not p.resolve().parent.is_dir():
+            raise UsageError(f"cannot write --out {path!r}: not a file in an existing directory")
+
+
+def _emit(report: "pd.DataFrame", args: argparse.Namespace) -> None:
+    from .frames import export_csv
+
+    _print_results(report, args)
     if args.out:
         path = export_csv(report, args.out)
         print(f"report written to {path}", file=sys.stderr)
+
+
+def _print_results(report: "pd.DataFrame", args: argparse.Namespace) -> None:
+    from .frames import summarize
+
     if args.output == "csv":
         sys.stdout.write(report.to_csv(index=False, date_format="%Y-%m-%dT%H:%M:%S.%fZ"))
     elif args.output == "json":
@@ -128,6 +146,7 @@ def _cancel(args: argparse.Namespace) -> int:
     from .core.ids import plan
 
     ids = _read_ids(args)
+    _check_out(args.out)
     client = _client(args)
     p = plan(ids[args.column].tolist())
     skipped = len(ids) - len(p.unique)
@@ -150,6 +169,7 @@ def _status(args: argparse.Namespace) -> int:
     from .api import get_batches
 
     ids = _read_ids(args)
+    _check_out(args.out)
     with _client(args) as client:
         report = get_batches(ids, column=args.column, client=client, workers=args.workers,
                              progress=not args.no_progress, with_progress=args.with_progress)
@@ -201,6 +221,32 @@ def _sandbox(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _number(text: str, ok: Callable[[float], bool], what: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not ok(value):
+        raise argparse.ArgumentTypeError(f"must be {what}, not {text}")
+    return value
+
+
+def _positive(text: str) -> float:
+    return _number(text, lambda v: v > 0, "greater than 0")
+
+
+def _non_negative(text: str) -> float:
+    return _number(text, lambda v: v >= 0, "0 or more")
+
+
+def _count(text: str) -> int:
+    return int(_number(text, lambda v: v >= 0 and v == int(v), "a whole number >= 0"))
+
+
+def _workers(text: str) -> int:
+    return int(_number(text, lambda v: 1 <= v <= 64 and v == int(v), "a whole number from 1 to 64"))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="smtoolkit", description="Cancel Supermetrics query batches in bulk.")
     parser.add_argument("--version", action="version", version=f"smtoolkit {__version__}")
@@ -212,11 +258,11 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--column", default="batch_id", help="the column holding the IDs (default batch_id)")
         p.add_argument("--base-url", default=None,
                        help="API base URL (default $SUPERMETRICS_BASE_URL or the Supermetrics API)")
-        p.add_argument("--workers", type=int, default=4, help="parallel requests (default 4)")
-        p.add_argument("--max-rps", type=float, default=20.0, help="requests per second at most (default 20)")
-        p.add_argument("--reserve", type=int, default=None,
+        p.add_argument("--workers", type=_workers, default=4, help="parallel requests, 1 to 64 (default 4)")
+        p.add_argument("--max-rps", type=_positive, default=20.0, help="requests per second at most (default 20)")
+        p.add_argument("--reserve", type=_count, default=None,
                        help="hourly requests left untouched for production (default 10%% of the limit)")
-        p.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for an answer (default 30)")
+        p.add_argument("--timeout", type=_positive, default=30.0, help="seconds to wait for an answer (default 30)")
         p.add_argument("-o", "--output", choices=("table", "csv", "json"), default="table",
                        help="what goes to stdout (default table: a summary)")
         p.add_argument("--out", metavar="FILE", default=None, help="also write the full report as CSV")
@@ -227,7 +273,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--journal", metavar="FILE", default=None,
                    help="record results as they arrive; re-running skips batches already final there")
     p.add_argument("--dry-run", action="store_true", help="only look the batches up (GET); cancel nothing")
-    p.add_argument("--wait", type=float, default=None, metavar="SECONDS",
+    p.add_argument("--wait", type=_non_negative, default=None, metavar="SECONDS",
                    help="after a cancel, poll until each batch reads STOPPED, up to this long")
     p.add_argument("-y", "--yes", action="store_true", help="do not ask for confirmation")
     p.set_defaults(func=_cancel)
@@ -268,8 +314,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help(sys.stderr)
         return EXIT_USAGE
+    import logging
+    import warnings
+
     from .errors import ConfigError, InputError
 
+    # Warnings are the CLI's messages: once each, as one line on stderr, no source line.
+    logging.getLogger("smtoolkit").addHandler(logging.NullHandler())
+    warnings.showwarning = lambda message, *a, **k: print(f"warning: {message}", file=sys.stderr)
     try:
         return int(args.func(args))
     except KeyboardInterrupt:
