@@ -114,6 +114,8 @@ def classify(answer: Answer, *, dry_run: bool = False) -> Outcome:
     if 200 <= s < 300:
         data = answer.data or {}
         status = data.get("status_code")
+        if not isinstance(status, str):  # a list or dict here would not even be hashable
+            status = None
         if status in RUNNING_STATES:
             return Outcome.WOULD_CANCEL if dry_run else Outcome.STOPPING
         if status == "STOPPED":
@@ -156,7 +158,7 @@ def result_from_answer(batch_id: str, answer: Answer, *, dry_run: bool = False) 
         ratelimit_remaining=answer.ratelimit_remaining,
         batch=data,
     )
-    if 200 <= answer.status < 300 and status not in RUNNING_STATES and status != "STOPPED":
+    if 200 <= answer.status < 300 and not (isinstance(status, str) and (status in RUNNING_STATES or status == "STOPPED")):
         r.error_code = UNKNOWN_STATUS if data else UNREADABLE_RESPONSE
         r.error_message = (f"the API answered with batch status {status!r}, which smtoolkit does not know"
                            if data else "the API answered 2xx without a readable batch record")

@@ -124,9 +124,7 @@ class Budget:
     _unread: list[float] = field(default_factory=list, init=False, repr=False, compare=False)  # headerless answers
 
     def __post_init__(self) -> None:
-        if self.reserve is not None and (
-            not isinstance(self.reserve, int) or isinstance(self.reserve, bool) or self.reserve < 0
-        ):
+        if self.reserve is not None and (not isinstance(self.reserve, int) or self.reserve < 0):
             raise ValueError(f"reserve must be a whole number >= 0, not {self.reserve!r}")
 
     @property

@@ -542,7 +542,7 @@ def test_every_subcommand_and_option_is_in_the_readme() -> None:
     assert not missing, f"not in README.md: {missing}"
 
 
-# -- known bugs (see the report of the session that wrote this file) -------------------------
+# -- bugs found while writing these tests, now fixed -----------------------------------------
 
 def test_unwritable_out_is_refused_before_anything_is_sent(sandbox: Sandbox) -> None:
     ids = sandbox.create_batches(2)

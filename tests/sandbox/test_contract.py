@@ -34,6 +34,7 @@ TIMEOUT = 5.0
 BATCH = "/query/batch/{batch_id}"
 STATUS = "/query/batch/{batch_id}/status"
 CREATE = "/query/batch"
+CREATE_BODY = "/paths/~1query~1batch/post/requestBody/content/application~1json/schema"
 
 
 # -- the checker ---------------------------------------------------------------------------------
@@ -312,6 +313,8 @@ def test_create_201(api: Api) -> None:
         "queries": [{"ds_id": "GA4", "ds_accounts": ["a1", "a2"]}, {"ds_id": "FB", "extra": 1}],
     }), CREATE, "POST")
     assert minimal["data"]["status_code"] == full["data"]["status_code"] == "QUEUED"
+    for body in ({"queries": [{"ds_id": "GA4"}]}, {"queries": [{"ds_id": "x"}], "query_concurrency": 1}):
+        validate_at(body, CREATE_BODY)  # what the sandbox accepts, the document accepts
     assert full["data"]["query_amount"] == 2 and full["data"]["query_output_format"] == "csv"
 
 
@@ -348,6 +351,13 @@ def test_status_200_with_every_query_state() -> None:
 @pytest.mark.parametrize("data", [b"{not json", b"[1, 2]", b'{"queries": []}', b'{"queries": [{"ds_id": ""}]}',
                                   b'{"queries": [{"ds_id": "GA4"}], "timeout_minutes": 61}', b"\xff\xfe"])
 def test_create_400_is_problem_json(api: Api, data: bytes) -> None:
+    try:
+        sent = json.loads(data)
+    except ValueError:
+        pass
+    else:  # what the sandbox rejects, the document's request schema rejects too
+        with pytest.raises(jsonschema.ValidationError):
+            validate_at(sent, CREATE_BODY)
     resp = api.create(data=data)
     assert resp.status_code == 400
     assert resp.headers["Content-Type"] == "application/problem+json"
@@ -358,6 +368,11 @@ def test_create_400_is_problem_json(api: Api, data: bytes) -> None:
 @pytest.mark.parametrize("params", [{"offset": -1}, {"limit": 0}, {"limit": 1001}, {"limit": "ten"}, {"offset": "1.5"}])
 def test_status_400_is_the_envelope(api: Api, sandbox: Sandbox, params: dict[str, Any]) -> None:
     bid = sandbox.create_batches(1)[0]
+    (name, value), = params.items()
+    spec = {p["name"]: p for p in _lookup(_pointer("paths", STATUS, "get"))["parameters"]}[name]
+    with pytest.raises(jsonschema.ValidationError):  # the document's parameter schema agrees
+        validate_at(_header_value(str(value)), _pointer("paths", STATUS, "get", "parameters",
+                                                        str(_lookup(_pointer("paths", STATUS, "get"))["parameters"].index(spec)), "schema"))
     resp = api.status(bid, **params)
     assert resp.status_code == 400 and resp.headers["Content-Type"] == "application/json"
     assert check(resp, STATUS, "GET")["error"]["code"] == "BAD_REQUEST"
