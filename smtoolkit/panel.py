@@ -21,6 +21,7 @@ from .core.outcomes import REPORT_COLUMNS, Outcome, Result, parse_time
 from .errors import ConfigError
 from .frames import DTYPES, export_csv
 
+HISTORY_SHOWN = 10  # rows of history shown in the panel (all are kept in `history`)
 _GOOD = {Outcome.CANCELLED, Outcome.ALREADY_STOPPED, Outcome.WOULD_CANCEL}
 _WARN = {Outcome.STOPPING, Outcome.NOT_FOUND, Outcome.DUPLICATE, Outcome.SKIPPED}
 _COLORS = {"good": ("#e7f6ec", "#1e7b34"), "warn": ("#fff6e0", "#8a5a00"), "bad": ("#fdecea", "#a12622")}
@@ -72,6 +73,7 @@ class CancelPanel(widgets.VBox):
         self.message = widgets.HTML(value="")
         self.card = widgets.HTML(value="")
         self.busy = widgets.Label(value="")
+        self.history_view = widgets.HTML(value="")
 
         self.id_input.observe(self._on_id_change, names="value")
         self.lookup_button.on_click(lambda _: self.lookup())
@@ -88,6 +90,7 @@ class CancelPanel(widgets.VBox):
             widgets.HBox([self.cancel_button, self.confirm_button, self.busy]),
             self.message,
             self.card,
+            self.history_view,
             widgets.HBox([self.export_path, self.export_button]),
         ]
         super().__init__(children=rows, layout=widgets.Layout(padding="6px", border="1px solid #ddd"))
@@ -227,6 +230,16 @@ class CancelPanel(widgets.VBox):
         row.update(action=action, at=datetime.now(timezone.utc))
         with self._lock:
             self._rows.append(row)
+            recent = self._rows[-HISTORY_SHOWN:][::-1]
+        cells = "".join(
+            f"<tr><td>{html.escape(_fmt(r['at']))}</td><td>{html.escape(r['action'])}</td>"
+            f"<td><code>{html.escape(_fmt(r['batch_id']))}</code></td>"
+            f"<td class=\"smtk-outcome\">{html.escape(r['outcome'])}</td><td>{html.escape(_fmt(r['status_code']))}</td></tr>"
+            for r in recent)
+        self.history_view.value = (
+            '<details open class="smtk-history"><summary>History (newest first)</summary>'
+            '<table style="font-size:90%"><tr><th>at</th><th>action</th><th>batch</th><th>outcome</th>'
+            f"<th>status</th></tr>{cells}</table></details>")
 
     def _do_lookup(self, client: Client, batch_id: str) -> None:
         r = client.lookup(batch_id)

@@ -1,0 +1,151 @@
+"""The panel in a real browser: Voila serves notebooks/panel.ipynb (which starts its own
+sandbox), headless Chromium drives it as a user would, and the sandbox's request log
+(read over its /_sandbox control API) says what really reached the API."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+import requests
+
+ROOT = Path(__file__).parents[2]
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+ARTIFACTS = ROOT / "test-artifacts"
+FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync",
+         "--disable-dev-shm-usage"]
+
+pytestmark = pytest.mark.browser
+
+if CHROMIUM is None:
+    pytest.skip("no Chromium on this machine (apt-get install chromium); browser test not run",
+                allow_module_level=True)
+playwright_sync = pytest.importorskip("playwright.sync_api", reason="pip install -e '.[browser]'")
+pytest.importorskip("voila", reason="pip install -e '.[browser]'")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Page:
+    def __init__(self, url: str, ids_file: Path) -> None:
+        self.url, self.ids_file = url, ids_file
+        self.sandbox_url = ""
+
+    def sandbox(self) -> list[str]:
+        """[sandbox URL, batch IDs...] as the notebook wrote them once it ran."""
+        lines = self.ids_file.read_text().split() if self.ids_file.exists() else []
+        assert lines, "the notebook did not write its sandbox details"
+        self.sandbox_url = lines[0]
+        return lines
+
+    def log(self) -> list[dict]:
+        return requests.get(f"{self.sandbox_url}/_sandbox/requests", timeout=5).json()["data"]
+
+    def truth(self, batch_id: str) -> dict:
+        return requests.get(f"{self.sandbox_url}/_sandbox/batches/{batch_id}", timeout=5).json()["data"]
+
+
+@pytest.fixture(scope="module")
+def voila_page(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Page]:
+    home = tmp_path_factory.mktemp("home")
+    ids_file = home / "sandbox-ids.txt"
+    port = _free_port()
+    env = {**os.environ, "HOME": str(home), "SMTK_PANEL_IDS_OUT": str(ids_file), "SMTK_PANEL_SEED": "11",
+           "JUPYTER_PLATFORM_DIRS": "1"}
+    env.pop("SUPERMETRICS_API_KEY", None)
+    env.pop("SUPERMETRICS_BASE_URL", None)
+    log = open(home / "voila.log", "w")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "voila", "--no-browser", f"--port={port}", "--Voila.ip=127.0.0.1",
+         str(ROOT / "notebooks" / "panel.ipynb")],
+        cwd=home, env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        url = f"http://127.0.0.1:{port}/"
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                if requests.get(url + "api", timeout=2).status_code < 500:
+                    break
+            except requests.RequestException:
+                time.sleep(0.3)
+        else:
+            pytest.fail("voila did not start:\n" + (home / "voila.log").read_text()[-3000:])
+        yield Page(url, ids_file)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+
+
+def test_panel_in_chromium(voila_page: Page, tmp_path: Path) -> None:
+    ARTIFACTS.mkdir(exist_ok=True)
+    with playwright_sync.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=FLAGS)
+        try:
+            page = browser.new_page(viewport={"width": 1100, "height": 900})
+            page.goto(voila_page.url, timeout=90_000)
+            batch_input = page.locator(".widget-text input").first
+            batch_input.wait_for(state="visible", timeout=90_000)
+
+            # The notebook wrote where its sandbox listens and which batches it made.
+            _, *ids = voila_page.sandbox()
+            target = ids[0]
+
+            # The panel renders: its parts are on the page.
+            for label in ("Look up", "Cancel batch", "Confirm cancel", "Export history"):
+                assert page.locator("button.jupyter-button", has_text=label).count() == 1, label
+
+            # Look-up: typing an ID and pressing Enter shows its status.
+            batch_input.fill(target)
+            batch_input.press("Enter")
+            card = page.locator(".smtk-card")
+            card.wait_for(timeout=30_000)
+            page.wait_for_function("() => document.querySelector('.smtk-card')?.innerText.includes('RUNNING')",
+                                   timeout=30_000)
+            assert "would_cancel" in card.inner_text()
+
+            # Cancel asks for confirmation first; nothing is sent until confirmed.
+            page.locator("button.jupyter-button", has_text="Cancel batch").click()
+            page.wait_for_function("() => document.body.innerText.includes('About to cancel')", timeout=30_000)
+            assert not [e for e in voila_page.log() if e["method"] == "DELETE"]
+            confirm = page.locator("button.jupyter-button", has_text="Confirm cancel")
+            confirm.click()
+            page.wait_for_function(
+                "() => document.querySelector('.smtk-card')?.innerText.includes('Cancel: cancelled')",
+                timeout=30_000)
+            card_text = card.inner_text()
+            assert "STOPPED" in card_text and "UTC" in card_text
+            history = page.locator(".smtk-history").inner_text()
+            assert "cancel" in history and "cancelled" in history and target in history
+            deletes = [e for e in voila_page.log() if e["method"] == "DELETE"]
+            assert len(deletes) == 1 and deletes[0]["batch_id"] == target
+            assert voila_page.truth(target)["cancelled"] is True
+            page.screenshot(path=str(ARTIFACTS / "panel-after-cancel.png"), full_page=True)
+
+            # An invalid ID shows the error and sends nothing.
+            before = len(voila_page.log())
+            batch_input.fill("qrb_../../admin")
+            batch_input.press("Enter")
+            page.wait_for_function("() => document.body.innerText.includes('Not sent')", timeout=30_000)
+            time.sleep(0.5)
+            assert len(voila_page.log()) == before
+            page.screenshot(path=str(ARTIFACTS / "panel-invalid-id.png"), full_page=True)
+        finally:
+            browser.close()
+    assert (ARTIFACTS / "panel-after-cancel.png").stat().st_size > 10_000
+
