@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Sequence
-
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Callable, Sequence
 
 from ._version import __version__
 

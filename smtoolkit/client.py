@@ -116,6 +116,7 @@ class Client:
         self._rng = random.Random(seed)
         self._retry_budget = RetryBudget()
         self._in_flight = 0
+        self._answered = False
         self._clock = time.monotonic
         self._wall = time.time
         self.requests_sent = 0
@@ -172,7 +173,10 @@ class Client:
                 if not self.budget.allows(self._in_flight):
                     raise Stop("reserve")
                 start = self._pacer.earliest(now)
-                if start <= now:
+                if not self._answered and self._in_flight:
+                    # Until the first answer shows the budget (or a bad key), one at a time.
+                    start = max(start, now + 0.005)
+                elif start <= now:
                     self._pacer.start(now)
                     self._in_flight += 1
                     self.requests_sent += 1
@@ -224,8 +228,11 @@ class Client:
         finally:
             with self._lock:
                 self._in_flight -= 1
-                if answer is not None:
-                    self.budget.observe(answer.ratelimit_limit, answer.ratelimit_remaining, self._in_flight)
+                self._answered = True
+                # A request that got no answer may still have been counted by the server.
+                self.budget.observe(answer.ratelimit_limit if answer else None,
+                                    answer.ratelimit_remaining if answer else None,
+                                    self._in_flight, sent_at=sent_at)
         return _Try(answer, error, sent_at)
 
     # -- the retry loop -----------------------------------------------------------------------

@@ -85,18 +85,20 @@ class Pacer:
             return False
         self.throttles += 1
         current = self.rate(now)
-        history = sent_at - (self._first_start if self._first_start is not None else sent_at)
-        # What the server accepted: our starts in the second before the refused one. That
-        # second says nothing when we were paused in it or sent nothing at all.
+        # What the server accepted: our starts in the second before the refused one (early in
+        # a run, all of them: the server's window holds nothing else of ours). That second
+        # says nothing when we were paused in it or sent nothing at all. Never cut below half
+        # at once, so a 429 that was not about our rate (a storm, another client) cannot
+        # stall the run.
         accepted = 0
-        if history >= 1.0 and sent_at - 1.0 >= paused_until:
+        if sent_at - 1.0 >= paused_until:
             accepted = sum(1 for t in self._recent if sent_at - 1.0 <= t < sent_at)
         if accepted:
-            new = min(current, accepted * SAFETY)
+            new = min(current, max(accepted * SAFETY, current * 0.5))
         else:
             new = current * 0.7  # nothing to measure: back off multiplicatively
         self._base = max(self._floor, new)
-        self._calm_since = now
+        self._calm_since = max(now, self.pause_until)  # recovery counts from the end of the pause
         return True
 
 
