@@ -39,6 +39,9 @@ class _Handler(BaseHTTPRequestHandler):
     timeout = 60  # idle keep-alive connections are dropped after this
     server: Server
 
+    def version_string(self) -> str:
+        return self.server_version
+
     def log_message(self, format: str, *args: object) -> None:  # noqa: A002
         pass  # the app keeps its own request log
 
