@@ -15,8 +15,11 @@ from dataclasses import dataclass, field
 SAFETY = 0.975
 # Never slower than this, however often we are throttled (botocore's floor).
 MIN_RPS = 0.5
-# After a throttle, the rate is raised by PROBE_STEP after every PROBE_PERIOD seconds of calm.
-PROBE_PERIOD = 5.0
+# After a throttle the rate climbs back quickly (FAST_STEP per second) to just under what the
+# server was measured to accept, then probes above it slowly (PROBE_STEP per PROBE_PERIOD of
+# calm), so a server stricter than max_rps costs one 429 a minute, not one every few seconds.
+FAST_STEP = 0.10
+PROBE_PERIOD = 30.0
 PROBE_STEP = 0.02
 # Starts are remembered this long, so that a 429 answered long after its request was sent
 # (slow server, long timeout) can still be measured against the second before it.
@@ -39,6 +42,7 @@ class Pacer:
         # Starts allowed in any sliding one-second window (at least one, for max_rps < 1).
         self._per_window = max(1, math.floor(self.max_rps))
         self._base = self._top  # rate right after the last throttle
+        self._target = self._top  # where the fast climb after a throttle stops
         self._calm_since: float | None = None  # None: never throttled
         self._last_start: float | None = None
         self._first_start: float | None = None
@@ -50,8 +54,16 @@ class Pacer:
         """Current requests per second."""
         if self._calm_since is None:
             return self._top
-        steps = int(max(0.0, now - self._calm_since) // PROBE_PERIOD)
-        return min(self._top, self._base * (1 + PROBE_STEP) ** min(steps, 1000))
+        calm = max(0.0, now - self._calm_since)
+        r = self._base
+        if r < self._target:
+            climb = math.log(self._target / r) / math.log(1 + FAST_STEP)  # seconds to the target
+            if calm < climb:
+                return min(self._top, r * (1 + FAST_STEP) ** calm)
+            calm -= climb
+            r = self._target
+        steps = int(calm // PROBE_PERIOD)
+        return min(self._top, r * (1 + PROBE_STEP) ** min(steps, 1000))
 
     def earliest(self, now: float) -> float:
         """The earliest time the next request may start."""
@@ -95,9 +107,12 @@ class Pacer:
             accepted = sum(1 for t in self._recent if sent_at - 1.0 <= t < sent_at)
         if accepted:
             new = min(current, max(accepted * SAFETY, current * 0.5))
+            target = min(current, accepted * SAFETY)
         else:
             new = current * 0.7  # nothing to measure: back off multiplicatively
+            target = current
         self._base = max(self._floor, new)
+        self._target = max(self._base, min(self._top, target))
         self._calm_since = max(now, self.pause_until)  # recovery counts from the end of the pause
         return True
 

@@ -307,7 +307,7 @@ def test_recovery_from_the_floor_reaches_the_top() -> None:
     for i in range(30):
         p.start(i * 1.1)
         p.throttled(i * 1.1 + 0.005, i * 1.1, 0.0)
-    t = 29 * 1.1 + 0.01
+    t = 29 * 1.1 + 0.005
     assert p.rate(t) == pytest.approx(MIN_RPS)
     assert p.rate(t + 10**6) == pytest.approx(20 * SAFETY)
 
@@ -587,3 +587,27 @@ def test_simulated_sender_without_sent_at_with_answers_in_order(max_rps: float, 
                                                                 latency: float) -> None:
     # The legacy call (no sent_at) is safe as long as answers come back in the order sent.
     simulate(max_rps, limit, start_remaining, reserve, steps, pass_sent_at=False, latency=latency)
+
+
+def test_after_an_unmeasured_throttle_the_rate_climbs_back_fast_then_probes_slowly() -> None:
+    from smtoolkit.core.pacing import FAST_STEP
+
+    p = Pacer(20)
+    p.start(0.0)
+    p.throttled(0.1, 0.0, 0.0)  # nothing to measure: x0.7
+    before = 20 * SAFETY
+    assert p.rate(0.1) == pytest.approx(before * 0.7)
+    climb = math.log(1 / 0.7) / math.log(1 + FAST_STEP)
+    assert p.rate(0.1 + climb / 2) == pytest.approx(before * 0.7 * (1 + FAST_STEP) ** (climb / 2))
+    assert p.rate(0.1 + climb + 0.01) == pytest.approx(before)  # back where it was, capped at the top
+
+
+def test_after_a_measured_throttle_the_rate_stays_under_the_measure_for_a_probe_period() -> None:
+    p = Pacer(20)
+    for i in range(10):
+        p.start(1.0 + i * 0.09)
+    p.start(1.95)
+    p.throttled(2.0, 1.95, 1.0)  # the server took 10 in its second: it allows about 10/s
+    assert p.rate(3.0) == pytest.approx(10 * SAFETY)
+    assert p.rate(3.0 + PROBE_PERIOD - 0.01) == pytest.approx(10 * SAFETY)
+    assert p.rate(3.0 + PROBE_PERIOD) == pytest.approx(10 * SAFETY * (1 + PROBE_STEP))
