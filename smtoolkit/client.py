@@ -111,6 +111,7 @@ class Client:
         self._auth = _BearerAuth(key)
         self._loopback = is_loopback(urlsplit(self.base_url).hostname or "")
         self._lock = threading.Lock()
+        self._gate = threading.Lock()
         self._sessions: queue.LifoQueue[requests.Session] = queue.LifoQueue()
         self._all_sessions: list[requests.Session] = []
         self._rng = random.Random(seed)
@@ -164,7 +165,20 @@ class Client:
 
     # -- pacing -------------------------------------------------------------------------------
     def _acquire(self, stop: threading.Event | None, deadline: float) -> float:
-        """Block until this request may start; returns its start time or raises Stop."""
+        """Block until this request may start; returns its start time or raises Stop.
+
+        Workers queue on a gate lock and only its holder waits for the next slot, so a
+        paced pool wakes one thread per request instead of all of them.
+        """
+        while not self._gate.acquire(timeout=0.25):
+            if stop is not None and stop.is_set():
+                raise Stop("stopped")
+        try:
+            return self._wait_for_slot(stop, deadline)
+        finally:
+            self._gate.release()
+
+    def _wait_for_slot(self, stop: threading.Event | None, deadline: float) -> float:
         while True:
             if stop is not None and stop.is_set():
                 raise Stop("stopped")

@@ -30,15 +30,8 @@ class Answer:
     retry_after: float | None = None  # seconds, already capped
 
 
-def _header(headers: Mapping[str, str], name: str) -> str | None:
-    for key, value in headers.items():
-        if key.lower() == name:
-            return value
-    return None
-
-
 def _int_header(headers: Mapping[str, str], name: str) -> int | None:
-    raw = _header(headers, name)
+    raw = headers.get(name)
     if raw is None:
         return None
     try:
@@ -61,10 +54,11 @@ def _text(value: Any, limit: int) -> str | None:
 
 def parse_answer(status: int, headers: Mapping[str, str], body: bytes, now: float) -> Answer:
     """Turn an HTTP answer into an `Answer`. `now` (epoch seconds) resolves HTTP-date Retry-After."""
+    headers = {k.lower(): v for k, v in headers.items()}
     common: dict[str, Any] = {
         "ratelimit_limit": _int_header(headers, "x-ratelimit-limit"),
         "ratelimit_remaining": _int_header(headers, "x-ratelimit-remaining"),
-        "retry_after": parse_retry_after(_header(headers, "retry-after"), now),
+        "retry_after": parse_retry_after(headers.get("retry-after"), now),
     }
     try:
         payload = json.loads(body.decode("utf-8")) if body.strip() else None
