@@ -254,15 +254,21 @@ def main() -> int:
     print(header)
     print("-" * len(header))
     for r in rows:
-        print(f"{r.setting:24} {r.name:32} {r.wall:7.1f} {r.limit:6.1f} {r.ratio:8.3f} {r.per_batch:9.3f} {r.throttled:5d} "
-              f"{r.burst:9d} {r.not_cancelled:9d} {r.cpu_ms:8.2f}")
+        mark = "*" if r.not_cancelled else " "
+        print(f"{r.setting:24} {r.name:32} {r.wall:7.1f} {r.limit:6.1f} {r.ratio:7.3f}{mark} {r.per_batch:9.3f} "
+              f"{r.throttled:5d} {r.burst:9d} {r.not_cancelled:9d} {r.cpu_ms:8.2f}")
+    print("* rows were left not cancelled: throughput counts only the cancelled ones")
     print(f"\nprepare 1,000,000 IDs (extract + normalize + validate + dedupe): {prep:.2f} s")
     print(f"peak memory building a 100,000-row report: {mem:.1f} MiB")
     ours = [r for r in rows if r.name.startswith("smtoolkit")]
-    seq = {r.setting: r.cpu_ms for r in rows if r.name == "sequential requests"}
+    # CPU per request is only comparable where the plain loop did real work (no 429 storm).
+    seq = {r.setting: r.cpu_ms for r in rows if r.name == "sequential requests" and r.throttled == 0}
     worst = min(r.ratio for r in ours)
-    cpu_ratio = max(r.cpu_ms / seq[r.setting] for r in ours)
-    print(f"smtoolkit CPU per batch vs sequential loop: at most {cpu_ratio:.2f}x")
+    cpu = [r.cpu_ms / seq[r.setting] for r in ours if r.setting in seq]
+    print(f"smtoolkit CPU per batch vs the sequential loop's per request (settings without 429s): "
+          f"{min(cpu):.2f}x to {max(cpu):.2f}x")
+    print(f"smtoolkit requests per batch: at most {max(r.per_batch for r in ours):.3f}; "
+          f"largest 429 burst: {max(r.burst for r in ours)}; rows not cancelled: {sum(r.not_cancelled for r in ours)}")
     print(f"smtoolkit throughput ratio (worst setting): {worst:.3f} of the limit")
     return 0
 
