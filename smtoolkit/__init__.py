@@ -14,10 +14,10 @@ from .errors import ConfigError, InputError, SmtoolkitError
 from .frames import export_csv, summarize
 
 __all__ = [
-    "FINAL",
     "CancelPanel",
     "Client",
     "ConfigError",
+    "FINAL",
     "InputError",
     "Outcome",
     "Result",

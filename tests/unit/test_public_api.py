@@ -1,0 +1,41 @@
+"""The public surface is `smtoolkit.__all__`: sorted, complete, importable, typed."""
+
+from __future__ import annotations
+
+import inspect
+from pathlib import Path
+
+import smtoolkit
+
+
+def test_all_is_sorted_and_importable() -> None:
+    names = list(smtoolkit.__all__)
+    assert names == sorted(names)
+    for name in names:
+        assert getattr(smtoolkit, name) is not None, name
+
+
+def test_the_contract_signatures() -> None:
+    params = inspect.signature(smtoolkit.Client).parameters
+    assert list(params)[:7] == ["api_key", "base_url", "timeout", "max_rps", "reserve", "max_retries", "row_deadline"]
+    assert params["base_url"].default == "https://api.supermetrics.com/enterprise/v2"
+    assert (params["timeout"].default, params["max_rps"].default, params["max_retries"].default) == (30.0, 20.0, 5)
+    cb = inspect.signature(smtoolkit.cancel_batches).parameters
+    assert list(cb)[:7] == ["batches", "column", "client", "workers", "dry_run", "progress", "stop_on_auth_error"]
+    assert (cb["column"].default, cb["workers"].default, cb["dry_run"].default) == ("batch_id", 4, False)
+    assert "journal" in cb and "wait" in cb
+    gb = inspect.signature(smtoolkit.get_batches).parameters
+    assert list(gb)[:5] == ["batches", "column", "client", "workers", "progress"] and "with_progress" in gb
+
+
+def test_package_is_typed() -> None:
+    assert (Path(smtoolkit.__file__).parent / "py.typed").exists()
+
+
+def test_pure_core_imports_no_io_or_frontend_libraries() -> None:
+    core = Path(smtoolkit.__file__).parent / "core"
+    banned = ("pandas", "requests", "tqdm", "ipywidgets", "socket", "urllib3", "threading")
+    for path in core.glob("*.py"):
+        text = path.read_text()
+        for name in banned:
+            assert f"import {name}" not in text and f"from {name}" not in text, f"{path.name} imports {name}"
