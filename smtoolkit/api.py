@@ -242,6 +242,7 @@ def get_batches(
     frame, values = frames.extract(batches, column)
     p = plan(values)
     with _ClientScope(client, client_kwargs) as c:
+        sent_before = c.requests_sent
         bar = Progress(len(p.unique), enabled=bool(progress), desc="looking up", budget=c.pacing)
         counts: dict[str, dict[str, int] | None] = {}
 
@@ -256,7 +257,7 @@ def get_batches(
             results = run(p.unique, operation, workers=workers, on_result=bar.update, state=state)
         finally:
             bar.close()
-        attrs = {"base_url": c.base_url, "requests_sent": None, "stopped": state.stopped}
+        attrs = {"base_url": c.base_url, "requests_sent": c.requests_sent - sent_before, "stopped": state.stopped}
     report = frames.build_report(frame, values, p, results, attrs)
     records = [(results[b].batch or {}) if b is not None and b in results else {} for b in p.ids]
     for name in BATCH_FIELDS:

@@ -4,6 +4,7 @@ the connection) out. No sockets here; `_http` does the wire."""
 from __future__ import annotations
 
 import hashlib
+from collections import deque
 import json
 import secrets
 import threading
@@ -17,6 +18,7 @@ from ._limits import RateLimits
 from ._state import BATCH_STATUSES, STOPPED, Store, query_record
 
 API_PREFIX = "/enterprise/v2"
+MAX_LOG = 1_000_000
 CONTROL_PREFIX = "/_sandbox"
 JSON = "application/json"
 PROBLEM = "application/problem+json"
@@ -85,7 +87,8 @@ class App:
         self._wall = wall
         self._lock = threading.Lock()
         self._seq = 0
-        self.log: list[dict[str, Any]] = []
+        # The newest MAX_LOG requests; a long-running sandbox must not grow without bound.
+        self.log: deque[dict[str, Any]] = deque(maxlen=MAX_LOG)
 
     # -- bookkeeping --------------------------------------------------------------------------
     def _next_seq(self) -> int:
