@@ -29,6 +29,9 @@ from .core.pacing import Budget, Pacer
 from .core.retry import RetryBudget, RetryPolicy
 from .errors import ConfigError
 
+# GETs that may follow a cancel whose own answer was lost, to learn whether it was applied.
+VERIFY_TRIES = 3
+
 _TRANSPORT_ERRORS = (
     requests.exceptions.ConnectionError,
     requests.exceptions.Timeout,
@@ -336,13 +339,29 @@ class Client:
 
     def _verify(self, batch_id: str, failed: Result, applied: bool,
                 stop: threading.Event | None, deadline: float) -> Result:
-        """A cancel whose answer was lost may still have been applied: one GET tells."""
-        try:
-            t = self._exchange("GET", self._url(batch_id), None, stop, deadline + 30.0)
-        except Stop:
-            return failed
-        failed.attempts += 1
-        a = t.answer
+        """A cancel whose answer was lost may still have been applied: a GET tells.
+
+        Up to VERIFY_TRIES GETs (not charged to the retry budget): reporting a batch the
+        server stopped as failed is the one lie the report must not tell.
+        """
+        a: Answer | None = None
+        for attempt in range(VERIFY_TRIES):
+            if attempt:
+                self._wait(self.policy.backoff(attempt, self._rng), stop)
+            try:
+                t = self._exchange("GET", self._url(batch_id), None, stop, deadline + 30.0)
+            except Stop:
+                return failed
+            failed.attempts += 1
+            a = t.answer
+            if a is not None and a.status == 429:
+                with self._lock:
+                    self.throttled += 1
+                    self._pacer.throttled(self._clock(), t.sent_at, self.policy.wait(attempt, a.retry_after, self._rng))
+            if a is not None and a.readable and 200 <= a.status < 300:
+                break
+            if a is not None and not self.policy.retryable(a.status) and not 200 <= a.status < 300:
+                return failed
         if a is None or not a.readable or not (200 <= a.status < 300):
             return failed
         seen = result_from_answer(batch_id, a)

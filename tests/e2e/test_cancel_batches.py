@@ -225,7 +225,7 @@ def test_server_errors_after_retries(sandbox: Sandbox) -> None:
     with fast_client(sandbox, max_retries=2) as c:
         report = sm.cancel_batches(ids, client=c, progress=False)
     assert set(report["outcome"]) == {"server_error"}
-    assert set(report["attempts"]) == {4}  # 3 DELETEs + 1 verifying GET
+    assert set(report["attempts"]) == {6}  # 3 DELETEs + 3 verifying GETs (VERIFY_TRIES)
     assert report["error_code"].isin(["INTERNAL_SERVER_ERROR", "BAD_GATEWAY", "SERVICE_UNAVAILABLE"]).all()
 
 
