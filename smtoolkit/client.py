@@ -211,6 +211,12 @@ class Client:
         else:
             time.sleep(seconds)
 
+    def _throttled(self, sent_at: float, wait: float) -> None:
+        """A 429: pause the whole pool for `wait` seconds and lower the shared rate."""
+        with self._lock:
+            self.throttled += 1
+            self._pacer.throttled(self._clock(), sent_at, wait)
+
     def pacing(self) -> dict[str, Any]:
         """The shared limiter's current state (for progress displays and run facts)."""
         with self._lock:
@@ -286,9 +292,7 @@ class Client:
                 break
             wait = self.policy.wait(retry, a.retry_after if a else None, self._rng)
             if a is not None and a.status == 429:
-                with self._lock:
-                    self.throttled += 1
-                    self._pacer.throttled(self._clock(), last.sent_at, wait)
+                self._throttled(last.sent_at, wait)
                 wait = 0.0  # the pacer now holds every worker, this one included
             if retry >= self.policy.max_retries:
                 ended_by = "retries"
@@ -355,9 +359,7 @@ class Client:
             failed.attempts += 1
             a = t.answer
             if a is not None and a.status == 429:
-                with self._lock:
-                    self.throttled += 1
-                    self._pacer.throttled(self._clock(), t.sent_at, self.policy.wait(attempt, a.retry_after, self._rng))
+                self._throttled(t.sent_at, self.policy.wait(attempt, a.retry_after, self._rng))
             if a is not None and a.readable and 200 <= a.status < 300:
                 break
             if a is not None and not self.policy.retryable(a.status) and not 200 <= a.status < 300:
