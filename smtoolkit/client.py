@@ -7,13 +7,14 @@ or failure into a `Result`. It never raises for what happens to a batch.
 
 from __future__ import annotations
 
+import math
 import queue
 import random
 import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 from urllib.parse import urlsplit
 
 import requests
@@ -101,14 +102,17 @@ class Client:
     ) -> None:
         self.base_url = check_base_url(base_url)
         key = api_key_from(api_key)
-        if not isinstance(timeout, (int, float)) or not timeout > 0:
-            raise ConfigError(f"timeout must be a positive number of seconds, not {timeout!r}")
-        try:
-            self.policy = RetryPolicy(int(max_retries), backoff_base, backoff_cap, row_deadline)
-            self._pacer = Pacer(max_rps)
-            self.budget = Budget(reserve=reserve)
-        except (TypeError, ValueError) as exc:
-            raise ConfigError(str(exc)) from None
+        _setting("timeout", timeout, "a positive number of seconds", lambda v: 0 < v < 1e6)
+        _setting("max_rps", max_rps, "a positive number of requests per second", lambda v: 0 < v < 1e6)
+        _setting("max_retries", max_retries, "a whole number from 0 to 100", lambda v: 0 <= v <= 100, whole=True)
+        _setting("row_deadline", row_deadline, "a positive number of seconds", lambda v: 0 < v < 1e9)
+        _setting("backoff_base", backoff_base, "a number of seconds >= 0", lambda v: 0 <= v < 1e6)
+        _setting("backoff_cap", backoff_cap, "a number of seconds >= 0", lambda v: 0 <= v < 1e6)
+        if reserve is not None:
+            _setting("reserve", reserve, "a whole number >= 0 (or None)", lambda v: v >= 0, whole=True)
+        self.policy = RetryPolicy(int(max_retries), float(backoff_base), float(backoff_cap), float(row_deadline))
+        self._pacer = Pacer(float(max_rps))
+        self.budget = Budget(reserve=reserve)
         self.timeout = float(timeout)
         self.max_rps = float(max_rps)
         self._auth = _BearerAuth(key)
@@ -348,6 +352,15 @@ class Client:
         Up to VERIFY_TRIES GETs (not charged to the retry budget): reporting a batch the
         server stopped as failed is the one lie the report must not tell.
         """
+        def unknown() -> Result:
+            if applied:
+                # The server accepted the cancel (2xx) but nothing readable says more.
+                failed.outcome = Outcome.STOPPING
+                failed.error_description = _join(failed.error_description,
+                                                 "the API accepted the cancel (HTTP 2xx) but its answer could not "
+                                                 "be read, nor could the batch's state afterwards")
+            return failed
+
         a: Answer | None = None
         for attempt in range(VERIFY_TRIES):
             if attempt:
@@ -355,7 +368,7 @@ class Client:
             try:
                 t = self._exchange("GET", self._url(batch_id), None, stop, deadline + 30.0)
             except Stop:
-                return failed
+                return unknown()
             failed.attempts += 1
             a = t.answer
             if a is not None and a.status == 429:
@@ -363,9 +376,9 @@ class Client:
             if a is not None and a.readable and 200 <= a.status < 300:
                 break
             if a is not None and not self.policy.retryable(a.status) and not 200 <= a.status < 300:
-                return failed
+                return unknown()
         if a is None or not a.readable or not (200 <= a.status < 300):
-            return failed
+            return unknown()
         seen = result_from_answer(batch_id, a)
         if seen.status_code == "STOPPED" or applied:
             outcome = Outcome.CANCELLED if seen.cancel_time is not None else Outcome.ALREADY_STOPPED
@@ -407,6 +420,15 @@ class Client:
     def check_budget(self) -> dict[str, Any]:
         """What is known of the hourly budget (after at least one answer)."""
         return self.pacing()
+
+
+def _setting(name: str, value: object, what: str, ok: Callable[[float], bool], whole: bool = False) -> None:
+    """Raise a ConfigError naming the setting unless `value` is a fitting number."""
+    good = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if good and whole:
+        good = isinstance(value, int)
+    if not good or not ok(float(value)):  # type: ignore[arg-type]
+        raise ConfigError(f"{name} must be {what}, not {value!r}")
 
 
 def _describe(exc: BaseException) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 from urllib.parse import urlsplit
 
 from .errors import ConfigError
@@ -43,6 +44,19 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+_LABEL = re.compile(r"(?!-)[a-z0-9-]{1,63}(?<!-)")
+
+
+def _valid_host(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+        return True
+    except ValueError:
+        pass
+    labels = host.rstrip(".").split(".")
+    return len(host) <= 253 and all(_LABEL.fullmatch(label) for label in labels)
+
+
 def check_base_url(url: object) -> str:
     """Validate a base URL: https anywhere, plain http only to loopback, no credentials."""
     if not isinstance(url, str) or not url.strip():
@@ -55,6 +69,11 @@ def check_base_url(url: object) -> str:
         raise ConfigError(f"base_url is not a valid URL: {exc}") from None
     if parts.scheme not in ("https", "http") or not parts.hostname:
         raise ConfigError(f"base_url must start with https:// and name a host, e.g. {DEFAULT_BASE_URL}")
+    if not _valid_host(parts.hostname):
+        raise ConfigError(f"base_url has an invalid host name {parts.hostname!r}: use letters, digits, '-' "
+                          "and '.' (punycode for international names), or an IP address")
+    if any(ord(c) < 33 or c == "\x7f" for c in text):
+        raise ConfigError("base_url must not contain spaces or control characters")
     if parts.username or parts.password:
         raise ConfigError("base_url must not contain a user name or password; the key goes in api_key")
     if parts.query or parts.fragment:

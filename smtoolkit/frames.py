@@ -38,6 +38,8 @@ _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 def extract(batches: Any, column: str) -> tuple[pd.DataFrame, list[Any]]:
     """The input as a frame to extend (never the caller's object) and its raw ID values."""
+    if not isinstance(column, (str, int)) or isinstance(column, bool):
+        raise InputError(f"column must be the name of one column (a string), not {column!r}")
     if isinstance(batches, pd.DataFrame):
         if column not in batches.columns:
             shown = ", ".join(map(repr, list(batches.columns)[:10])) or "none"

@@ -133,7 +133,8 @@ class CancelPanel(widgets.VBox):
 
     def _on_key_change(self, change: dict[str, Any]) -> None:
         # A retyped key is used from the next request on (one in flight keeps its client).
-        self._client = None
+        if change.get("new"):
+            self._client = None
 
     def _checked_id(self) -> str | None:
         c = check_id(self.id_input.value)
@@ -194,6 +195,10 @@ class CancelPanel(widgets.VBox):
         if self._client is None:
             assert self.key_input is not None
             self._client = Client(api_key=self.key_input.value or None, **self._client_kwargs)
+            # Do not keep the key in the widget's state: it would be synced to every front end
+            # and saved into the notebook file.
+            self.key_input.value = ""
+            self.key_input.placeholder = "key set (type another to replace it)"
         return self._client
 
     def _run(self, doing: str, work: Callable[[Client], None]) -> None:

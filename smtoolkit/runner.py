@@ -80,6 +80,7 @@ def run(
 
     def take(batch_id: str, item: Result | BaseException) -> None:
         if isinstance(item, BaseException):
+            stop.set()  # a bug: no other worker may go on sending behind the caller's back
             raise item
         result = item
         if result.outcome is Outcome.SKIPPED and result.attempts == 0:

@@ -1,0 +1,315 @@
+"""Every mistake a user can make gives ONE clear message, not a traceback from deep inside
+pandas, requests or urllib3: an `InputError` or `ConfigError` (both ValueErrors) raised by
+smtoolkit itself, whose one-line message names the offending thing and says what to do, and
+nothing is sent to the API before it is raised.
+
+Each case checks the exception's type, that its message mentions the offending value or
+setting, that the innermost frame of its traceback is smtoolkit's own code, that no other
+exception is chained into the printed traceback, and that the sandbox received no request.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import threading
+import time
+import traceback
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import smtoolkit as sm
+from smtoolkit import Client
+from smtoolkit.config import API_KEY_ENV, BASE_URL_ENV
+from smtoolkit.sandbox import Sandbox
+
+PACKAGE = Path(sm.__file__).resolve().parent
+
+
+@pytest.fixture
+def sb() -> Iterator[Sandbox]:
+    with Sandbox(seed=5, per_second=200) as s:
+        yield s
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(API_KEY_ENV, raising=False)
+    monkeypatch.delenv(BASE_URL_ENV, raising=False)
+
+
+def conn(sb: Sandbox) -> dict[str, Any]:
+    return dict(api_key=sb.api_key, base_url=sb.base_url)
+
+
+def expect(sb: Sandbox, call: Callable[[], Any], kind: type[Exception], *needles: str) -> str:
+    """`call` raises `kind` with a clear message containing every needle; nothing was sent."""
+    with pytest.raises(Exception) as info:
+        call()
+    exc = info.value
+    shown = "".join(traceback.format_exception(exc))
+    assert isinstance(exc, kind), f"expected {kind.__name__}, got {type(exc).__name__}:\n{shown}"
+    assert isinstance(exc, ValueError) and isinstance(exc, sm.SmtoolkitError), type(exc).__mro__
+    message = str(exc)
+    assert message.strip() and "\n" not in message, f"not one line: {message!r}"
+    for needle in needles:
+        assert needle.lower() in message.lower(), f"{needle!r} not in the message {message!r}"
+    innermost = Path(info.traceback[-1].path).resolve()
+    assert PACKAGE in innermost.parents, f"raised from {innermost}, not by smtoolkit itself:\n{shown}"
+    assert shown.count("Traceback (most recent call last)") == 1, f"chained exceptions:\n{shown}"
+    assert sb.requests == [], f"{len(sb.requests)} request(s) sent before the error: {sb.requests[:3]}"
+    return message
+
+
+# -- the input ----------------------------------------------------------------------------------
+def test_wrong_column_name(sb: Sandbox) -> None:
+    ids = sb.create_batches(2)
+    frame = pd.DataFrame({"id": ids, "note": ["a", "b"]})
+    expect(sb, lambda: sm.cancel_batches(frame, progress=False, **conn(sb)), sm.InputError,
+           "'batch_id'", "'id'", "'note'", "column=")
+    expect(sb, lambda: sm.cancel_batches(frame, column="batchid", progress=False, **conn(sb)), sm.InputError,
+           "'batchid'", "'id'")
+    expect(sb, lambda: sm.get_batches(frame, column="ID", progress=False, **conn(sb)), sm.InputError, "'ID'")
+    expect(sb, lambda: sm.cancel_batches(frame, column=None, progress=False, **conn(sb)), sm.InputError, "None")  # type: ignore[arg-type]
+    twice = pd.DataFrame([[ids[0], ids[1]]], columns=["batch_id", "batch_id"])
+    expect(sb, lambda: sm.cancel_batches(twice, progress=False, **conn(sb)), sm.InputError,
+           "more than one column", "'batch_id'")
+
+
+def test_column_given_as_a_list(sb: Sandbox) -> None:
+    frame = pd.DataFrame({"batch_id": sb.create_batches(1)})
+    expect(sb, lambda: sm.cancel_batches(frame, column=["batch_id"], progress=False, **conn(sb)),  # type: ignore[arg-type]
+           sm.InputError, "column", "['batch_id']")
+
+
+@pytest.mark.parametrize("batches, needles", [
+    ({"batch_id": ["qrb_a"]}, ["dict", "DataFrame"]),
+    (42, ["int", "list of IDs"]),
+    (None, ["NoneType", "DataFrame"]),
+    ("qrb_3feb5ff5c71e", ["str", "cancel_batch"]),
+    (b"qrb_3feb5ff5c71e", ["bytes"]),
+    (3.5, ["float"]),
+], ids=["dict", "int", "None", "plain string", "bytes", "float"])
+def test_wrong_input_type(sb: Sandbox, batches: Any, needles: list[str]) -> None:
+    expect(sb, lambda: sm.cancel_batches(batches, progress=False, **conn(sb)), sm.InputError, *needles)
+    expect(sb, lambda: sm.cancel_batches(batches, dry_run=True, progress=False, **conn(sb)), sm.InputError, *needles)
+    expect(sb, lambda: sm.get_batches(batches, progress=False, **conn(sb)), sm.InputError, *needles)
+
+
+@pytest.mark.parametrize("empty", [np.nan, None, pd.NA, float("nan")], ids=["np.nan", "None", "pd.NA", "float nan"])
+def test_id_column_full_of_missing_values_is_reported_not_raised(sb: Sandbox, empty: Any) -> None:
+    frame = pd.DataFrame({"batch_id": [empty] * 4, "owner": list("abcd")}, index=[10, 11, 12, 13])
+    for call in (lambda: sm.cancel_batches(frame, progress=False, **conn(sb)),
+                 lambda: sm.cancel_batches(frame, dry_run=True, progress=False, **conn(sb)),
+                 lambda: sm.get_batches(frame, progress=False, **conn(sb)),
+                 lambda: sm.cancel_batches(frame["batch_id"], progress=False, **conn(sb))):
+        report = call()
+        assert list(report.index) == list(frame.index)
+        assert list(report["outcome"]) == ["invalid_id"] * 4
+        assert set(report["error_code"]) == {"INVALID_BATCH_ID"}
+        assert report["error_message"].str.contains("missing batch ID").all(), list(report["error_message"])
+        assert report["batch_id"].isna().all()
+    assert sb.requests == []
+
+
+# -- the key and the base URL -------------------------------------------------------------------
+def test_missing_key(sb: Sandbox) -> None:
+    ids = sb.create_batches(1)
+    for call in (lambda: sm.cancel_batches(ids, base_url=sb.base_url, progress=False),
+                 lambda: sm.get_batches(ids, base_url=sb.base_url, progress=False),
+                 lambda: sm.cancel_batch(ids[0], base_url=sb.base_url),
+                 lambda: Client(base_url=sb.base_url),
+                 lambda: Client(api_key="", base_url=sb.base_url),
+                 lambda: Client(api_key="   ", base_url=sb.base_url)):
+        expect(sb, call, sm.ConfigError, "no API key", "api_key=", API_KEY_ENV)
+
+
+@pytest.mark.parametrize("key, needles", [
+    ("sk_live key", ["api_key", "spaces"]),
+    ("sk_live\nkey", ["api_key", "cannot go in an HTTP header"]),
+    ("sk_lïve", ["api_key", "cannot go in an HTTP header"]),
+    (12345, ["api_key", "string"]),
+], ids=["space", "newline", "non-ascii", "int"])
+def test_unusable_key(sb: Sandbox, key: Any, needles: list[str]) -> None:
+    expect(sb, lambda: Client(api_key=key, base_url=sb.base_url), sm.ConfigError, *needles)
+    expect(sb, lambda: sm.cancel_batches(["qrb_a"], api_key=key, base_url=sb.base_url, progress=False),
+           sm.ConfigError, *needles)
+
+
+BAD_URLS = [
+    ("ftp://api.example.com/enterprise/v2", ["https://"]),
+    ("https://", ["host"]),
+    ("https:///enterprise/v2", ["host"]),
+    ("http://api.example.com/enterprise/v2", ["http://", "api.example.com", "127.0.0.1"]),
+    ("http://10.0.0.5:8080/v2", ["http://", "10.0.0.5"]),
+    ("https://user:secret@api.example.com/enterprise/v2", ["user name or password"]),
+    ("https://api.example.com/v2?key=1", ["'?'"]),
+    ("not a url", ["https://"]),
+    ("", ["base_url"]),
+    ("https://api.example.com:99999/v2", ["base_url", "port"]),
+    ("https://[::1/v2", ["base_url", "not a valid URL"]),
+]
+
+
+@pytest.mark.parametrize("url, needles", BAD_URLS, ids=[u or "empty" for u, _ in BAD_URLS])
+def test_bad_base_url(sb: Sandbox, url: str, needles: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    expect(sb, lambda: Client(api_key=sb.api_key, base_url=url), sm.ConfigError, *needles)
+    expect(sb, lambda: sm.cancel_batches(sb.create_batches(1), api_key=sb.api_key, base_url=url, progress=False),
+           sm.ConfigError, *needles)
+    if url:
+        monkeypatch.setenv(BASE_URL_ENV, url)
+        monkeypatch.setenv(API_KEY_ENV, sb.api_key)
+        from smtoolkit.config import base_url_from_env
+
+        expect(sb, lambda: Client(base_url=base_url_from_env()), sm.ConfigError, *needles)
+
+
+@pytest.mark.parametrize("url", ["https://api.super metrics.com/enterprise/v2", "https://api\tx.com/v2", "https://a..b/v2"],
+                         ids=["space in host", "tab in host", "empty label"])
+def test_garbage_host_in_base_url(sb: Sandbox, url: str) -> None:
+    expect(sb, lambda: sm.cancel_batches(["qrb_a"], api_key=sb.api_key, base_url=url, progress=False,
+                                         max_retries=0, timeout=1), sm.ConfigError, "base_url")
+
+
+# -- files --------------------------------------------------------------------------------------
+def test_unwritable_journal(sb: Sandbox, tmp_path: Path) -> None:
+    ids = sb.create_batches(2)
+    missing = tmp_path / "no-such-dir" / "j.jsonl"
+    expect(sb, lambda: sm.cancel_batches(ids, journal=missing, progress=False, **conn(sb)), sm.InputError,
+           "journal", "does not exist", str(missing.parent))
+    expect(sb, lambda: sm.cancel_batches(ids, journal=tmp_path, progress=False, **conn(sb)), sm.InputError,
+           "journal", "is a directory", str(tmp_path))
+    expect(sb, lambda: sm.cancel_batches(ids, journal=12, progress=False, **conn(sb)), sm.InputError,  # type: ignore[arg-type]
+           "journal must be a file path")
+    expect(sb, lambda: sm.cancel_batches(ids, journal="", progress=False, **conn(sb)), sm.InputError,
+           "journal must be a file path")
+    if os.path.isdir("/proc/self"):
+        expect(sb, lambda: sm.cancel_batches(ids, journal="/proc/self/smtoolkit.jsonl", progress=False, **conn(sb)),
+               sm.InputError, "cannot write journal", "/proc/self/smtoolkit.jsonl")
+    other = tmp_path / "other.jsonl"
+    other.write_text('{"format": "smtoolkit-journal", "version": 1, "base_url": "https://elsewhere/v2"}\n')
+    expect(sb, lambda: sm.cancel_batches(ids, journal=other, progress=False, **conn(sb)), sm.InputError,
+           "belongs to", "https://elsewhere/v2", "new journal")
+    assert not any(t["cancelled"] for t in sb.batches().values())
+
+
+def test_unwritable_csv_path(sb: Sandbox, tmp_path: Path) -> None:
+    report = sm.cancel_batches(["bad id"], progress=False, **conn(sb))  # invalid: nothing sent
+    missing = tmp_path / "no-such-dir" / "r.csv"
+    expect(sb, lambda: sm.export_csv(report, missing), sm.InputError, "does not exist", str(missing.parent))
+    expect(sb, lambda: sm.export_csv(report, tmp_path), sm.InputError, "is a directory", "report.csv")
+    expect(sb, lambda: sm.export_csv(report, ""), sm.InputError, "file path")
+    expect(sb, lambda: sm.export_csv(report, None), sm.InputError, "file path")  # type: ignore[arg-type]
+    if os.path.isdir("/proc/self"):
+        expect(sb, lambda: sm.export_csv(report, "/proc/self/r.csv"), sm.InputError, "cannot write", "/proc/self/r.csv")
+    expect(sb, lambda: sm.export_csv(report.to_dict(), tmp_path / "r.csv"), sm.InputError, "DataFrame")  # type: ignore[arg-type]
+    assert not (tmp_path / "r.csv").exists() and list(tmp_path.iterdir()) == []  # no temp file left behind
+
+
+# -- settings -----------------------------------------------------------------------------------
+@pytest.mark.parametrize("value", [0, 65, -1, 2.5, "4", True, None], ids=repr)
+def test_bad_workers(sb: Sandbox, value: Any) -> None:
+    ids = sb.create_batches(1)
+    expect(sb, lambda: sm.cancel_batches(ids, workers=value, progress=False, **conn(sb)), sm.InputError,
+           "workers", "1 to 64", repr(value))
+    expect(sb, lambda: sm.get_batches(ids, workers=value, progress=False, **conn(sb)), sm.InputError, "workers")
+
+
+@pytest.mark.parametrize("value", [-1, "5", True, math.nan, [1]], ids=repr)
+def test_bad_wait(sb: Sandbox, value: Any) -> None:
+    ids = sb.create_batches(1)
+    expect(sb, lambda: sm.cancel_batches(ids, wait=value, progress=False, **conn(sb)), sm.InputError,
+           "wait", repr(value))
+    expect(sb, lambda: sm.cancel_batch(ids[0], wait=value, **conn(sb)), sm.InputError, "wait")
+
+
+SETTINGS: list[tuple[str, Any]] = [
+    ("max_rps", 0), ("max_rps", -5), ("max_rps", "fast"), ("max_rps", math.nan), ("max_rps", math.inf),
+    ("timeout", 0), ("timeout", -1), ("timeout", "30"), ("timeout", math.nan), ("timeout", None),
+    ("reserve", -1), ("reserve", 2.5), ("reserve", "10"),
+    ("max_retries", -1), ("row_deadline", 0),
+]
+
+
+@pytest.mark.parametrize("name, value", SETTINGS, ids=[f"{n}={v!r}" for n, v in SETTINGS])
+def test_bad_client_setting(sb: Sandbox, name: str, value: Any) -> None:
+    ids = sb.create_batches(1)
+    expect(sb, lambda: Client(**conn(sb), **{name: value}), sm.ConfigError, name)
+    expect(sb, lambda: sm.cancel_batches(ids, progress=False, **conn(sb), **{name: value}), sm.ConfigError, name)
+
+
+BUGGY_SETTINGS: list[tuple[str, Any]] = [
+    ("max_retries", "x"), ("max_retries", None), ("backoff_base", "x"), ("backoff_cap", None),
+]
+
+
+@pytest.mark.parametrize("name, value", BUGGY_SETTINGS, ids=[f"{n}={v!r}" for n, v in BUGGY_SETTINGS])
+def test_bad_retry_setting_names_the_setting(sb: Sandbox, name: str, value: Any) -> None:
+    expect(sb, lambda: Client(**conn(sb), **{name: value}), sm.ConfigError, name)
+
+
+def test_infinite_timeout(sb: Sandbox) -> None:
+    ids = sb.create_batches(3)
+    expect(sb, lambda: sm.cancel_batches(ids, timeout=math.inf, progress=False, **conn(sb)), sm.ConfigError,
+           "timeout")
+
+
+def test_client_and_settings_together_or_a_wrong_client(sb: Sandbox) -> None:
+    ids = sb.create_batches(1)
+    with Client(**conn(sb)) as c:
+        expect(sb, lambda: sm.cancel_batches(ids, client=c, max_rps=5, progress=False), sm.ConfigError,
+               "either", "max_rps")
+    expect(sb, lambda: sm.cancel_batches(ids, client="my-client", progress=False), sm.ConfigError,  # type: ignore[arg-type]
+           "smtoolkit.Client", "str")
+    expect(sb, lambda: sm.get_batches(ids, client=object(), progress=False), sm.ConfigError, "smtoolkit.Client")  # type: ignore[arg-type]
+
+
+def test_a_mistyped_keyword_names_itself(sb: Sandbox) -> None:
+    """A misspelt argument (colum= for column=) is not a ValueError, but Python's TypeError that
+    names it; it must still come before anything is sent."""
+    ids = sb.create_batches(1)
+    with pytest.raises((TypeError, sm.ConfigError), match="colum"):
+        sm.cancel_batches(ids, colum="id", progress=False, **conn(sb))
+    assert sb.requests == []
+
+
+# -- summarize ----------------------------------------------------------------------------------
+@pytest.mark.parametrize("thing", [
+    None, ["cancelled"], {"outcome": ["cancelled"]}, pd.Series(["cancelled"], name="outcome"),
+    pd.DataFrame({"batch_id": ["qrb_a"]}), "report.csv",
+], ids=["None", "list", "dict", "Series", "frame without outcome", "a path"])
+def test_summarize_of_something_that_is_not_a_report(sb: Sandbox, thing: Any) -> None:
+    expect(sb, lambda: sm.summarize(thing), sm.InputError, "summarize()", "cancel_batches", "'outcome'")
+
+
+# -- a mistake that surfaces mid-run must stop the run ------------------------------------------
+class _Exploding(Client):
+    """A client whose cancel raises for one ID, as a mistake found only when a request is made
+    (timeout=inf, a URL requests refuses...) does today."""
+
+    bomb = ""
+    defused = False  # set once measured: stray workers then fail at once instead of sending
+
+    def cancel(self, batch_id: str, *, stop: threading.Event | None = None) -> sm.Result:
+        if batch_id == self.bomb or self.defused:
+            raise RuntimeError("boom")
+        return super().cancel(batch_id, stop=stop)
+
+
+def test_an_exception_in_one_row_stops_every_worker(sb: Sandbox) -> None:
+    ids = sb.create_batches(80)
+    c = _Exploding(**conn(sb), max_rps=40)
+    with c:
+        c.bomb = ids[2]
+        with pytest.raises(RuntimeError, match="boom"):
+            sm.cancel_batches(ids, client=c, workers=4, progress=False)
+        at_raise = len(sb.requests)
+        time.sleep(0.6)
+        later = len(sb.requests)
+        c.defused = True  # so that workers still running (the bug) stop sending before the sandbox closes
+    assert later <= at_raise + 3, f"{later - at_raise} requests were sent after cancel_batches raised"
+    assert sum(t["cancelled"] for t in sb.batches().values()) <= at_raise
