@@ -311,5 +311,6 @@ def test_an_exception_in_one_row_stops_every_worker(sb: Sandbox) -> None:
         time.sleep(0.6)
         later = len(sb.requests)
         c.defused = True  # so that workers still running (the bug) stop sending before the sandbox closes
+    # Requests already in flight when it raised may still land (at most one per other worker).
     assert later <= at_raise + 3, f"{later - at_raise} requests were sent after cancel_batches raised"
-    assert sum(t["cancelled"] for t in sb.batches().values()) <= at_raise
+    assert sum(t["cancelled"] for t in sb.batches().values()) <= later <= 4
