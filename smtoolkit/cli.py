@@ -246,7 +246,10 @@ def _workers(text: str) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="smtoolkit", description="Cancel Supermetrics query batches in bulk.")
+    parser = argparse.ArgumentParser(
+        prog="smtoolkit", description="Cancel Supermetrics query batches in bulk.",
+        epilog="The API key is read only from $SUPERMETRICS_API_KEY. Exit codes: 0 all fine, 1 some rows "
+               "failed or were skipped, 2 usage error, 3 authentication/configuration error, 130 interrupted.")
     parser.add_argument("--version", action="version", version=f"smtoolkit {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
