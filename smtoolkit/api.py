@@ -6,6 +6,8 @@ on the other, with the progress bar in between.
 
 from __future__ import annotations
 
+import difflib
+import inspect
 import logging
 import os
 import threading
@@ -33,10 +35,21 @@ MAX_WORKERS = 64
 POLL_FIRST, POLL_GROWTH, POLL_MAX = 0.5, 1.5, 5.0
 
 
+# Arguments of the functions below, for did-you-mean hints on a misspelt keyword.
+_OWN_ARGUMENTS = {"column", "client", "workers", "dry_run", "progress", "stop_on_auth_error", "wait",
+                  "journal", "with_progress"}
+
+
 class _ClientScope:
     """Use the caller's client, or make one from keyword arguments and close it after."""
 
     def __init__(self, client: Client | None, kwargs: dict[str, Any]) -> None:
+        known = set(inspect.signature(Client).parameters)
+        for name in kwargs:
+            if name not in known:
+                close = difflib.get_close_matches(name, sorted(known | _OWN_ARGUMENTS), n=1)
+                hint = f"; did you mean {close[0]!r}?" if close else ""
+                raise ConfigError(f"unknown argument {name!r}{hint}")
         if client is not None and kwargs:
             raise ConfigError(f"pass either client=... or client settings ({', '.join(sorted(kwargs))}), not both")
         if client is not None and not isinstance(client, Client):

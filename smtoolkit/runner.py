@@ -73,6 +73,9 @@ def run(
                 res: Result | BaseException = operation(batch_id, stop)
             except BaseException as exc:  # noqa: BLE001 - reported to the main thread
                 res = exc
+            if (stop_on_auth_error and isinstance(res, Result)
+                    and res.outcome in (Outcome.UNAUTHORIZED, Outcome.FORBIDDEN)):
+                stop.set()  # at once, not when the main thread gets to it
             out.put((batch_id, res))  # queued before it stops counting as in flight
             with lock:
                 busy.pop(n, None)

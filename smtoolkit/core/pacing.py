@@ -43,6 +43,7 @@ class Pacer:
         self._per_window = max(1, math.floor(self.max_rps))
         self._base = self._top  # rate right after the last throttle
         self._target = self._top  # where the fast climb after a throttle stops
+        self._last_cut: float | None = None
         self._calm_since: float | None = None  # None: never throttled
         self._last_start: float | None = None
         self._first_start: float | None = None
@@ -95,6 +96,9 @@ class Pacer:
         self.pause_until = max(self.pause_until, now + max(0.0, wait))
         if self._calm_since is not None and sent_at < self._calm_since:
             return False
+        if self._last_cut is not None and now - self._last_cut < 1.0:
+            return False  # at most one cut per second: a burst of 429s is one episode
+        self._last_cut = now
         self.throttles += 1
         current = self.rate(now)
         # What the server accepted: our starts in the second before the refused one (early in
@@ -109,8 +113,10 @@ class Pacer:
             new = min(current, max(accepted * SAFETY, current * 0.5))
             target = min(current, accepted * SAFETY)
         else:
-            new = current * 0.7  # nothing to measure: back off multiplicatively
-            target = current
+            # Nothing to measure: back off multiplicatively, and climb back to where we were
+            # (a burst of unmeasurable 429s must not ratchet the ceiling down).
+            new = current * 0.7
+            target = max(current, self._target)
         self._base = max(self._floor, new)
         self._target = max(self._base, min(self._top, target))
         self._calm_since = max(now, self.pause_until)  # recovery counts from the end of the pause

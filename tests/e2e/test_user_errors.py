@@ -269,11 +269,15 @@ def test_client_and_settings_together_or_a_wrong_client(sb: Sandbox) -> None:
 
 
 def test_a_mistyped_keyword_names_itself(sb: Sandbox) -> None:
-    """A misspelt argument (colum= for column=) is not a ValueError, but Python's TypeError that
-    names it; it must still come before anything is sent."""
+    """A misspelt argument (colum= for column=) is named, with a did-you-mean, before anything is
+    sent, whether or not a client was passed."""
     ids = sb.create_batches(1)
-    with pytest.raises((TypeError, sm.ConfigError), match="colum"):
+    with pytest.raises(sm.ConfigError, match="unknown argument 'colum'; did you mean 'column'"):
         sm.cancel_batches(ids, colum="id", progress=False, **conn(sb))
+    with Client(**conn(sb)) as c, pytest.raises(sm.ConfigError, match="'colum'; did you mean 'column'"):
+        sm.cancel_batches(ids, client=c, colum="id", progress=False)
+    with pytest.raises(sm.ConfigError, match="did you mean 'max_rps'"):
+        sm.get_batches(ids, max_rsp=3, progress=False, **conn(sb))
     assert sb.requests == []
 
 

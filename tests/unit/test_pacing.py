@@ -611,3 +611,30 @@ def test_after_a_measured_throttle_the_rate_stays_under_the_measure_for_a_probe_
     assert p.rate(3.0) == pytest.approx(10 * SAFETY)
     assert p.rate(3.0 + PROBE_PERIOD - 0.01) == pytest.approx(10 * SAFETY)
     assert p.rate(3.0 + PROBE_PERIOD) == pytest.approx(10 * SAFETY * (1 + PROBE_STEP))
+
+
+def test_a_burst_of_429s_within_a_second_cuts_the_rate_once() -> None:
+    p = Pacer(20)
+    p.start(0.0)
+    assert p.throttled(0.1, 0.0, 0.05) is True
+    after_first = p.rate(0.15)
+    p.start(0.2)
+    assert p.throttled(0.3, 0.2, 0.05) is False  # same second: same episode
+    assert p.rate(0.3) >= after_first
+    assert p.pause_until == pytest.approx(0.35)  # but the pause still applies
+
+
+def test_unmeasured_throttles_do_not_ratchet_the_ceiling_down() -> None:
+    from smtoolkit.core.pacing import FAST_STEP
+
+    p = Pacer(20)
+    t = 0.0
+    for _ in range(5):  # 429s 1.1 s apart, each right after a pause: nothing measurable
+        p.start(t)
+        p.throttled(t + 0.01, t, 1.05)
+        t += 1.1
+    low = p.rate(t)
+    assert low < 20 * SAFETY * 0.7
+    # ...but the climb goes back to the original rate within seconds, not minutes.
+    climb = math.log(20 * SAFETY / (low / (1 + FAST_STEP) ** 0)) / math.log(1 + FAST_STEP)
+    assert p.rate(t + climb + 2) == pytest.approx(20 * SAFETY)
