@@ -237,7 +237,7 @@ def test_configuration_errors_never_echo_the_key(sb: Sandbox, surfaces: Surfaces
             sm.InputError))
     surfaces.add_exception("an unknown setting", raised(
         lambda: sm.cancel_batches(["qrb_a"], api_key=KEY, base_url=sb.base_url, colum="id", progress=False),
-        TypeError))
+        sm.ConfigError))
     surfaces.add_exception("CancelPanel with a bad URL", raised(
         lambda: CancelPanel(api_key=KEY, base_url="http://example.com/")))
     assert sb.requests == []
