@@ -18,7 +18,6 @@ from typing import Any, Callable, Iterator
 from urllib.parse import urlsplit
 
 import requests
-from requests.adapters import HTTPAdapter
 
 from ._version import __version__
 from .config import DEFAULT_BASE_URL, api_key_from, check_base_url, is_loopback
@@ -29,16 +28,24 @@ from .core.outcomes import Outcome, Result, result_from_answer
 from .core.pacing import Budget, Pacer
 from .core.retry import RetryBudget, RetryPolicy
 from .errors import ConfigError
+from .transport import ACCEPT_ENCODING, BoundedAdapter, TransportError, Watchdog, exchange
 
 # GETs that may follow a cancel whose own answer was lost, to learn whether it was applied.
 VERIFY_TRIES = 3
 
-_TRANSPORT_ERRORS = (
-    requests.exceptions.ConnectionError,
-    requests.exceptions.Timeout,
-    requests.exceptions.ChunkedEncodingError,
-    requests.exceptions.ContentDecodingError,
-)
+
+class Tally:
+    """What one run sent through a client: requests started and 429s received.
+
+    A client may serve several runs at once (threads sharing it); each run passes its own
+    tally, so its facts count only its own requests. Updated under the client's lock.
+    """
+
+    __slots__ = ("sent", "throttled")
+
+    def __init__(self) -> None:
+        self.sent = 0
+        self.throttled = 0
 
 
 class _BearerAuth(requests.auth.AuthBase):
@@ -78,12 +85,14 @@ class Client:
     Args:
         api_key: falls back to $SUPERMETRICS_API_KEY; missing altogether raises ConfigError.
         base_url: the API root; plain http:// is refused except to loopback.
-        timeout: seconds to wait for an answer (connect and read).
+        timeout: seconds one exchange may take in total: connecting, sending and reading the
+            whole answer (answers are also cut at MAX_ANSWER_BYTES).
         max_rps: at most this many requests start in any one-second window, across threads.
         reserve: requests of the hourly budget never spent (default: 10% of the limit once
             the first answer shows it).
         max_retries: retries per request for 429, 5xx and connection failures.
-        row_deadline: seconds one batch may take in total, waits included.
+        row_deadline: seconds within which every request for one batch must start (retries and
+            verification included); a row never takes longer than row_deadline + timeout.
     """
 
     def __init__(
@@ -122,6 +131,7 @@ class Client:
         self._sessions: queue.LifoQueue[requests.Session] = queue.LifoQueue()
         self._all_sessions: list[requests.Session] = []
         self._rng = random.Random(seed)
+        self._watchdog = Watchdog()
         self._retry_budget = RetryBudget()
         self._in_flight = 0
         self._answered = False
@@ -146,7 +156,8 @@ class Client:
             s.trust_env = not self._loopback
             s.headers["User-Agent"] = f"smtoolkit/{__version__}"
             s.headers["Accept"] = "application/json"
-            adapter = HTTPAdapter(pool_connections=1, pool_maxsize=1, max_retries=0)
+            s.headers["Accept-Encoding"] = ACCEPT_ENCODING  # what transport.py can inflate
+            adapter = BoundedAdapter(pool_connections=1, pool_maxsize=1, max_retries=0)
             s.mount("https://", adapter)
             s.mount("http://", adapter)
             with self._lock:
@@ -171,7 +182,7 @@ class Client:
         self.close()
 
     # -- pacing -------------------------------------------------------------------------------
-    def _acquire(self, stop: threading.Event | None, deadline: float) -> float:
+    def _acquire(self, stop: threading.Event | None, deadline: float, tally: Tally | None) -> float:
         """Block until this request may start; returns its start time or raises Stop.
 
         Workers queue on a gate lock and only its holder waits for the next slot, so a
@@ -180,12 +191,14 @@ class Client:
         while not self._gate.acquire(timeout=0.25):
             if stop is not None and stop.is_set():
                 raise Stop("stopped")
+            if self._clock() > deadline:
+                raise Stop("deadline")
         try:
-            return self._wait_for_slot(stop, deadline)
+            return self._wait_for_slot(stop, deadline, tally)
         finally:
             self._gate.release()
 
-    def _wait_for_slot(self, stop: threading.Event | None, deadline: float) -> float:
+    def _wait_for_slot(self, stop: threading.Event | None, deadline: float, tally: Tally | None) -> float:
         while True:
             if stop is not None and stop.is_set():
                 raise Stop("stopped")
@@ -201,8 +214,10 @@ class Client:
                     self._pacer.start(now)
                     self._in_flight += 1
                     self.requests_sent += 1
+                    if tally is not None:
+                        tally.sent += 1
                     return now
-            if start > deadline:
+            if start > deadline or now > deadline:
                 raise Stop("deadline")
             self._wait(start - now, stop)
 
@@ -215,10 +230,12 @@ class Client:
         else:
             time.sleep(seconds)
 
-    def _throttled(self, sent_at: float, wait: float) -> None:
+    def _throttled(self, sent_at: float, wait: float, tally: Tally | None) -> None:
         """A 429: pause the whole pool for `wait` seconds and lower the shared rate."""
         with self._lock:
             self.throttled += 1
+            if tally is not None:
+                tally.throttled += 1
             self._pacer.throttled(self._clock(), sent_at, wait)
 
     def pacing(self) -> dict[str, Any]:
@@ -240,18 +257,16 @@ class Client:
         return f"{self.base_url}/query/batch/{path_segment(batch_id)}{suffix}"
 
     def _exchange(self, method: str, url: str, params: dict[str, Any] | None,
-                  stop: threading.Event | None, deadline: float) -> _Try:
-        sent_at = self._acquire(stop, deadline)
+                  stop: threading.Event | None, deadline: float, tally: Tally | None) -> _Try:
+        sent_at = self._acquire(stop, deadline, tally)
         answer: Answer | None = None
         error: str | None = None
         try:
             with self._session() as s:
-                resp = s.request(method, url, params=params, timeout=(min(self.timeout, 10.0), self.timeout),
-                                 allow_redirects=False)
-                body = resp.content
-            answer = parse_answer(resp.status_code, resp.headers, body, self._wall())
-        except _TRANSPORT_ERRORS as exc:
-            error = _describe(exc)
+                got = exchange(s, self._watchdog, method, url, params, self.timeout)
+            answer = parse_answer(got.status, got.headers, got.body, self._wall(), too_large=got.too_large)
+        except TransportError as exc:
+            error = str(exc)
         finally:
             with self._lock:
                 self._in_flight -= 1
@@ -263,11 +278,11 @@ class Client:
         return _Try(answer, error, sent_at)
 
     # -- the retry loop -----------------------------------------------------------------------
-    def _call(self, method: str, batch_id: str, stop: threading.Event | None, *,
+    def _call(self, method: str, batch_id: str, stop: threading.Event | None, tally: Tally | None, *,
               suffix: str = "", params: dict[str, Any] | None = None, dry_run: bool = False) -> Result:
-        return self._call_raw(method, batch_id, stop, suffix=suffix, params=params, dry_run=dry_run)[0]
+        return self._call_raw(method, batch_id, stop, tally, suffix=suffix, params=params, dry_run=dry_run)[0]
 
-    def _call_raw(self, method: str, batch_id: str, stop: threading.Event | None, *,
+    def _call_raw(self, method: str, batch_id: str, stop: threading.Event | None, tally: Tally | None, *,
                   suffix: str = "", params: dict[str, Any] | None = None,
                   dry_run: bool = False) -> tuple[Result, Answer | None]:
         started = self._clock()
@@ -279,7 +294,7 @@ class Client:
         ended_by: str | None = None
         while True:
             try:
-                last = self._exchange(method, url, params, stop, deadline)
+                last = self._exchange(method, url, params, stop, deadline, tally)
             except Stop as s:
                 ended_by = s.reason
                 break
@@ -296,7 +311,7 @@ class Client:
                 break
             wait = self.policy.wait(retry, a.retry_after if a else None, self._rng)
             if a is not None and a.status == 429:
-                self._throttled(last.sent_at, wait)
+                self._throttled(last.sent_at, wait, tally)
                 wait = 0.0  # the pacer now holds every worker, this one included
             if retry >= self.policy.max_retries:
                 ended_by = "retries"
@@ -311,12 +326,13 @@ class Client:
                 break
             retry += 1
             self._wait(wait, stop)
-        result = self._finish(method, batch_id, last, attempts, ended_by, applied, dry_run, stop, deadline)
+        result = self._finish(method, batch_id, last, attempts, ended_by, applied, dry_run, stop, deadline, tally)
         result.elapsed_s = round(self._clock() - started, 6)
         return result, (last.answer if last else None)
 
     def _finish(self, method: str, batch_id: str, last: _Try | None, attempts: int, ended_by: str | None,
-                applied: bool, dry_run: bool, stop: threading.Event | None, deadline: float) -> Result:
+                applied: bool, dry_run: bool, stop: threading.Event | None, deadline: float,
+                tally: Tally | None) -> Result:
         if last is None or attempts == 0:
             return _not_sent(batch_id, ended_by or "stopped")
         a = last.answer
@@ -342,11 +358,11 @@ class Client:
                 "retry_budget": "gave up: the run's retry budget is spent (the server keeps failing)",
             }[ended_by])
         if method == "DELETE" and r.outcome in (Outcome.SERVER_ERROR, Outcome.NETWORK_ERROR, Outcome.RATE_LIMITED):
-            r = self._verify(batch_id, r, applied, stop, deadline)
+            r = self._verify(batch_id, r, applied, stop, deadline, tally)
         return r
 
     def _verify(self, batch_id: str, failed: Result, applied: bool,
-                stop: threading.Event | None, deadline: float) -> Result:
+                stop: threading.Event | None, deadline: float, tally: Tally | None) -> Result:
         """A cancel whose answer was lost may still have been applied: a GET tells.
 
         Up to VERIFY_TRIES GETs (not charged to the retry budget): reporting a batch the
@@ -366,13 +382,14 @@ class Client:
             if attempt:
                 self._wait(self.policy.backoff(attempt, self._rng), stop)
             try:
-                t = self._exchange("GET", self._url(batch_id), None, stop, deadline + 30.0)
+                # Within the row's own deadline: verification gets no time beyond it.
+                t = self._exchange("GET", self._url(batch_id), None, stop, deadline, tally)
             except Stop:
                 return unknown()
             failed.attempts += 1
             a = t.answer
             if a is not None and a.status == 429:
-                self._throttled(t.sent_at, self.policy.wait(attempt, a.retry_after, self._rng))
+                self._throttled(t.sent_at, self.policy.wait(attempt, a.retry_after, self._rng), tally)
             if a is not None and a.readable and 200 <= a.status < 300:
                 break
             if a is not None and not self.policy.retryable(a.status) and not 200 <= a.status < 300:
@@ -394,26 +411,27 @@ class Client:
         return failed
 
     # -- public operations --------------------------------------------------------------------
-    def cancel(self, batch_id: str, *, stop: threading.Event | None = None) -> Result:
+    def cancel(self, batch_id: str, *, stop: threading.Event | None = None, tally: Tally | None = None) -> Result:
         """Cancel one batch (DELETE), retrying as the policy allows; never raises for the API's answer."""
         c = check_id(batch_id)
         if c.batch_id is None:
             return invalid(batch_id, c.problem)
-        return self._call("DELETE", c.batch_id, stop)
+        return self._call("DELETE", c.batch_id, stop, tally)
 
-    def lookup(self, batch_id: str, *, stop: threading.Event | None = None) -> Result:
+    def lookup(self, batch_id: str, *, stop: threading.Event | None = None, tally: Tally | None = None) -> Result:
         """Read one batch (GET) without changing it; the outcome is what a cancel would do."""
         c = check_id(batch_id)
         if c.batch_id is None:
             return invalid(batch_id, c.problem)
-        return self._call("GET", c.batch_id, stop, dry_run=True)
+        return self._call("GET", c.batch_id, stop, tally, dry_run=True)
 
-    def query_progress(self, batch_id: str, *, stop: threading.Event | None = None) -> dict[str, int] | None:
+    def query_progress(self, batch_id: str, *, stop: threading.Event | None = None,
+                       tally: Tally | None = None) -> dict[str, int] | None:
         """Per-query counts (queued/running/success/failure) from the status endpoint, or None."""
         c = check_id(batch_id)
         if c.batch_id is None:
             return None
-        r, answer = self._call_raw("GET", c.batch_id, stop, suffix="/status",
+        r, answer = self._call_raw("GET", c.batch_id, stop, tally, suffix="/status",
                                    params={"offset": 0, "limit": 1}, dry_run=True)
         return progress_counts(answer.meta) if answer is not None and r.http_status == 200 else None
 
@@ -429,21 +447,6 @@ def _setting(name: str, value: object, what: str, ok: Callable[[float], bool], w
         good = isinstance(value, int)
     if not good or not ok(float(value)):  # type: ignore[arg-type]
         raise ConfigError(f"{name} must be {what}, not {value!r}")
-
-
-def _describe(exc: BaseException) -> str:
-    """A short, key-free description of a transport failure."""
-    kind = type(exc).__name__
-    text = str(exc)
-    if "Read timed out" in text:
-        return f"{kind}: no answer within the timeout"
-    if "reset" in text.lower() or "aborted" in text.lower():
-        return f"{kind}: the connection was reset"
-    if "IncompleteRead" in text or isinstance(exc, requests.exceptions.ChunkedEncodingError):
-        return f"{kind}: the answer was cut off"
-    if "Failed to establish" in text or "refused" in text.lower():
-        return f"{kind}: could not connect to the server"
-    return f"{kind}: {text[:200]}"
 
 
 def _join(a: str | None, b: str) -> str:

@@ -12,6 +12,14 @@ from typing import Any, Mapping
 
 from .retry import parse_retry_after
 
+#: The largest answer read, after decompression. Every documented answer is a few KiB; a
+#: larger one is cut off here and reported (`RESPONSE_TOO_LARGE`), so a hostile or broken
+#: server cannot exhaust the caller's memory.
+MAX_ANSWER_BYTES = 1024 * 1024
+#: Rate-limit header values above this are not believed (the API documents at most 10,000).
+MAX_RATELIMIT = 10_000_000
+RESPONSE_TOO_LARGE = "RESPONSE_TOO_LARGE"
+
 
 @dataclass(frozen=True, slots=True)
 class Answer:
@@ -31,48 +39,110 @@ class Answer:
 
 
 def _int_header(headers: Mapping[str, str], name: str) -> int | None:
+    """A rate-limit header as an int in 0..MAX_RATELIMIT; anything else is ignored (None)."""
     raw = headers.get(name)
-    if raw is None:
+    if not isinstance(raw, str):
         return None
-    try:
-        value = int(raw.strip())
-    except ValueError:
+    raw = raw.strip()
+    # ASCII digits only (int() also takes '٣' and '1_0'), and few enough to mean something.
+    if not raw or len(raw) > 12 or not (raw.isascii() and raw.isdigit()):
         return None
-    return value if value >= 0 else None
+    value = int(raw)
+    return value if value <= MAX_RATELIMIT else None
+
+
+def compact_json(value: Any, limit: int) -> str:
+    """`value` (as decoded from JSON) as compact JSON text of at most `limit` characters.
+
+    Iterative, so any nesting depth works on every Python version, and it stops as soon as
+    `limit` is reached, so a huge value costs no more than `limit`.
+    """
+    out: list[str] = []
+    size = 0
+    stack: list[Any] = [value]
+    while stack and size <= limit:
+        item = stack.pop()
+        if isinstance(item, _Token):
+            piece = item.text
+        elif isinstance(item, dict):
+            piece = "{"
+            pending: list[Any] = [_Token("}")]
+            for i, (k, v) in enumerate(reversed(list(item.items()))):
+                pending.append(v)
+                pending.append(_Token(json.dumps(str(k), ensure_ascii=False) + ":"))
+                if i < len(item) - 1:
+                    pending.append(_Token(","))
+            stack.extend(pending)
+        elif isinstance(item, list):
+            piece = "["
+            pending = [_Token("]")]
+            for i, v in enumerate(reversed(item)):
+                pending.append(v)
+                if i < len(item) - 1:
+                    pending.append(_Token(","))
+            stack.extend(pending)
+        elif isinstance(item, str):
+            piece = json.dumps(item, ensure_ascii=False)
+        elif item is None or isinstance(item, (bool, int, float)):
+            try:
+                piece = json.dumps(item)
+            except ValueError:  # an int too long to print (only built in Python, not parsed)
+                piece = '"<number>"'
+        else:
+            piece = json.dumps(str(item), ensure_ascii=False)
+        out.append(piece)
+        size += len(piece)
+    return "".join(out)[:limit]
+
+
+class _Token:
+    __slots__ = ("text",)
+
+    def __init__(self, text: str) -> None:
+        self.text = text
 
 
 def _text(value: Any, limit: int) -> str | None:
+    """Server text as sent: a string cut to `limit`; any other JSON value as compact JSON."""
     if value is None:
         return None
     if isinstance(value, str):
         return value[:limit]
-    try:
-        return str(value)[:limit]
-    except (RecursionError, ValueError):  # a JSON value nested too deep to print
-        return None
+    return compact_json(value, limit)
 
 
-def parse_answer(status: int, headers: Mapping[str, str], body: bytes, now: float) -> Answer:
-    """Turn an HTTP answer into an `Answer`. `now` (epoch seconds) resolves HTTP-date Retry-After."""
-    headers = {k.lower(): v for k, v in headers.items()}
+def parse_answer(status: int, headers: Mapping[str, str], body: bytes, now: float, *,
+                 too_large: bool = False) -> Answer:
+    """Turn an HTTP answer into an `Answer`. `now` (epoch seconds) resolves HTTP-date Retry-After.
+
+    `too_large`: the body was cut off at MAX_ANSWER_BYTES; only the status and headers count.
+    """
+    headers = {str(k).lower(): v for k, v in headers.items()}
+    retry_after = headers.get("retry-after")
     common: dict[str, Any] = {
         "ratelimit_limit": _int_header(headers, "x-ratelimit-limit"),
         "ratelimit_remaining": _int_header(headers, "x-ratelimit-remaining"),
-        "retry_after": parse_retry_after(headers.get("retry-after"), now),
+        "retry_after": parse_retry_after(retry_after[:200], now) if isinstance(retry_after, str) else None,
     }
+    ok = 200 <= status < 300
+    if too_large:
+        return Answer(status, None, readable=False, error_code=RESPONSE_TOO_LARGE,
+                      error_message=f"HTTP {status} with an answer larger than {MAX_ANSWER_BYTES // 1024} KiB "
+                                    "(not read past that)", **common)
+    blank = not body or body.isspace()
     try:
-        payload = json.loads(body.decode("utf-8")) if body.strip() else None
-    except (UnicodeDecodeError, ValueError, RecursionError):  # RecursionError: nested too deep
+        # json.loads takes the bytes as they are: no decoded copy of the body is made.
+        payload = None if blank else json.loads(body)
+    except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError; too deep: RecursionError
         payload = None
         parsed = False
     else:
         parsed = True
-    ok = 200 <= status < 300
     if not isinstance(payload, dict):
-        snippet = body[:120].decode("utf-8", "replace").strip() if body.strip() else ""
+        snippet = "" if blank else bytes(body[:120]).decode("utf-8", "replace").strip()
         message = None
         if not ok:
-            kind = "an empty body" if not body.strip() else "a body that is not JSON" if not parsed else "unexpected JSON"
+            kind = "an empty body" if blank else "a body that is not JSON" if not parsed else "unexpected JSON"
             message = f"HTTP {status} with {kind}" + (f": {snippet!r}" if snippet else "")
         return Answer(status, None, readable=False, error_message=message,
                       error_code=None if ok else f"HTTP_{status}", **common)

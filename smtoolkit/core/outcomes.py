@@ -3,12 +3,13 @@ that turn an `Answer` into an outcome."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from enum import Enum
 from typing import Any
 
-from .answers import Answer
+from .answers import Answer, compact_json
 
 
 class Outcome(str, Enum):
@@ -148,7 +149,7 @@ def result_from_answer(batch_id: str, answer: Answer, *, dry_run: bool = False) 
         batch_id=batch_id,
         outcome=outcome,
         http_status=answer.status,
-        status_code=str(status) if status is not None else None,
+        status_code=(status if isinstance(status, str) else compact_json(status, 100)) if status is not None else None,
         error_code=answer.error_code,
         error_message=answer.error_message,
         error_description=answer.error_description,
@@ -160,6 +161,7 @@ def result_from_answer(batch_id: str, answer: Answer, *, dry_run: bool = False) 
     )
     if 200 <= answer.status < 300 and not (isinstance(status, str) and (status in RUNNING_STATES or status == "STOPPED")):
         r.error_code = UNKNOWN_STATUS if data else UNREADABLE_RESPONSE
-        r.error_message = (f"the API answered with batch status {status!r}, which smtoolkit does not know"
+        shown = json.dumps(status, ensure_ascii=False) if isinstance(status, str) else r.status_code
+        r.error_message = (f"the API answered with batch status {shown}, which smtoolkit does not know"
                            if data else "the API answered 2xx without a readable batch record")
     return r

@@ -167,12 +167,13 @@ def test_result_for_an_unknown_status() -> None:
     assert r.outcome is Outcome.STOPPING
     assert r.status_code == "PAUSED"
     assert r.error_code == oc.UNKNOWN_STATUS
-    assert r.error_message is not None and "'PAUSED'" in r.error_message
+    assert r.error_message is not None and '"PAUSED"' in r.error_message
     r2 = result_from_answer("qrb_1", ok(batch(7, None)))
     assert r2.status_code == "7" and r2.error_code == oc.UNKNOWN_STATUS
     r3 = result_from_answer("qrb_1", ok(batch(["STOPPED"], None)))  # not even hashable
     assert r3.outcome is Outcome.STOPPING
-    assert r3.status_code == "['STOPPED']" and r3.error_code == oc.UNKNOWN_STATUS
+    assert r3.status_code == '["STOPPED"]' and r3.error_code == oc.UNKNOWN_STATUS  # JSON, not a repr
+    assert r3.error_message is not None and '["STOPPED"]' in r3.error_message
 
 
 def test_result_for_a_2xx_without_record() -> None:

@@ -1,0 +1,307 @@
+"""One HTTP exchange, bounded in time and in size.
+
+`requests` bounds each socket operation, not an exchange: a server that sends one byte a
+second (in the status line, the headers, the body, or as endless `100 Continue`) can hold a
+call for ever, and `.content` reads and inflates a body of any size. Here:
+
+- a `Watchdog` shuts the connection's socket down when the exchange's deadline passes, so a
+  blocked read returns at once wherever it is (headers, body, interim answers);
+- the body is read as a stream and inflated by us (gzip/deflate) with a bound on the output,
+  and reading stops at `MAX_ANSWER_BYTES`: memory per exchange stays about that size.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import socket
+import threading
+import time
+import zlib
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping
+
+import requests
+import urllib3
+from requests.adapters import HTTPAdapter
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+
+from .core.answers import MAX_ANSWER_BYTES
+
+# Compressed bytes read per step; with the bound on inflation, peak memory per exchange is
+# about MAX_ANSWER_BYTES plus this.
+_CHUNK = 16 * 1024
+ACCEPT_ENCODING = "gzip, deflate"
+
+
+class TransportError(Exception):
+    """No complete answer: the message is short, key-free and says why."""
+
+
+@dataclass(frozen=True, slots=True)
+class Received:
+    """An answer as read off the wire: `body` holds at most MAX_ANSWER_BYTES."""
+
+    status: int
+    headers: Mapping[str, str]
+    body: bytes
+    too_large: bool
+
+
+class Watchdog:
+    """Calls `abort` callbacks when their deadlines pass; one daemon thread, started lazily.
+
+    The thread exits when it has had nothing to watch for a while, and comes back when needed.
+    """
+
+    IDLE_EXIT = 10.0
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._cond = threading.Condition()
+        self._heap: list[tuple[float, int, Callable[[], None]]] = []
+        self._live: set[int] = set()
+        self._ids = itertools.count()
+        self._thread: threading.Thread | None = None
+
+    def arm(self, deadline: float, abort: Callable[[], None]) -> int:
+        with self._cond:
+            token = next(self._ids)
+            heapq.heappush(self._heap, (deadline, token, abort))
+            self._live.add(token)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._watch, name="smtoolkit-watchdog", daemon=True)
+                self._thread.start()
+            elif self._heap[0][1] == token:
+                self._cond.notify()
+        return token
+
+    def disarm(self, token: int) -> None:
+        with self._cond:
+            self._live.discard(token)
+
+    def _watch(self) -> None:
+        while True:
+            with self._cond:
+                while self._heap and self._heap[0][1] not in self._live:
+                    heapq.heappop(self._heap)
+                if not self._heap:
+                    self._cond.wait(self.IDLE_EXIT)
+                    if not self._heap:
+                        self._thread = None
+                        return
+                    continue
+                deadline, token, abort = self._heap[0]
+                left = deadline - self._clock()
+                if left > 0:
+                    self._cond.wait(min(left, self.IDLE_EXIT))
+                    continue
+                heapq.heappop(self._heap)
+                self._live.discard(token)
+            try:
+                abort()
+            except Exception:  # noqa: BLE001 - the socket may be gone already
+                pass
+
+
+class _Exchange:
+    """The connection one exchange uses, so the watchdog can cut it."""
+
+    __slots__ = ("conn", "aborted", "_lock")
+
+    def __init__(self) -> None:
+        self.conn: Any = None
+        self.aborted = False
+        self._lock = threading.Lock()
+
+    def attach(self, conn: Any) -> None:
+        with self._lock:
+            self.conn = conn
+            if self.aborted:
+                _shutdown(conn)
+
+    def abort(self) -> None:
+        with self._lock:
+            self.aborted = True
+            if self.conn is not None:
+                _shutdown(self.conn)
+
+
+def _shutdown(conn: Any) -> None:
+    sock = getattr(conn, "sock", None)
+    if sock is not None:
+        try:
+            # The plain socket's shutdown, also under TLS: it wakes a blocked read at once
+            # without touching the TLS object another thread is reading through.
+            socket.socket.shutdown(sock, socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+
+_current = threading.local()
+
+
+def _register(conn: Any) -> None:
+    ex = getattr(_current, "exchange", None)
+    if ex is not None:
+        ex.attach(conn)
+
+
+class _HTTPConnection(HTTPConnection):
+    def connect(self) -> None:
+        super().connect()
+        _register(self)
+
+    def request(self, *args: Any, **kwargs: Any) -> None:  # type: ignore[override]
+        _register(self)
+        super().request(*args, **kwargs)
+
+
+class _HTTPSConnection(HTTPSConnection):
+    def connect(self) -> None:
+        super().connect()
+        _register(self)
+
+    def request(self, *args: Any, **kwargs: Any) -> None:  # type: ignore[override]
+        _register(self)
+        super().request(*args, **kwargs)
+
+
+class _HTTPPool(HTTPConnectionPool):
+    ConnectionCls = _HTTPConnection
+
+
+class _HTTPSPool(HTTPSConnectionPool):
+    ConnectionCls = _HTTPSConnection
+
+
+class BoundedAdapter(HTTPAdapter):
+    """An HTTPAdapter whose connections the watchdog can cut (direct and through proxies)."""
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = {"http": _HTTPPool, "https": _HTTPSPool}
+
+    def proxy_manager_for(self, proxy: str, **proxy_kwargs: Any) -> Any:
+        manager = super().proxy_manager_for(proxy, **proxy_kwargs)
+        if hasattr(manager, "pool_classes_by_scheme"):
+            manager.pool_classes_by_scheme = {"http": _HTTPPool, "https": _HTTPSPool}
+        return manager
+
+
+_FAILURES = (requests.exceptions.RequestException, urllib3.exceptions.HTTPError, OSError, ValueError)
+
+
+def exchange(session: requests.Session, watchdog: Watchdog, method: str, url: str,
+             params: Mapping[str, Any] | None, timeout: float) -> Received:
+    """Send one request and read its whole answer within `timeout` seconds in total.
+
+    Raises TransportError when no complete answer arrived in time (or the connection failed).
+    An answer larger than MAX_ANSWER_BYTES is returned cut off, with `too_large` set.
+    """
+    ex = _Exchange()
+    token = watchdog.arm(time.monotonic() + timeout, ex.abort)
+    _current.exchange = ex
+    resp: requests.Response | None = None
+    complete = False
+    try:
+        resp = session.request(method, url, params=params, stream=True, allow_redirects=False,
+                               timeout=(min(timeout, 10.0), timeout))
+        body, too_large = _read_body(resp)
+        complete = not too_large
+        return Received(resp.status_code, resp.headers, body, too_large)
+    except _FAILURES as exc:
+        if ex.aborted:
+            raise TransportError(f"no complete answer within the timeout ({timeout:g} s)") from None
+        raise TransportError(describe(exc)) from None
+    finally:
+        _current.exchange = None
+        watchdog.disarm(token)
+        if resp is not None:
+            _release(resp, complete)
+
+
+def _read_body(resp: requests.Response) -> tuple[bytes, bool]:
+    encoding = (resp.headers.get("Content-Encoding") or "").strip().lower()
+    inflate = _Inflater(encoding)
+    buf = bytearray()
+    for chunk in resp.raw.stream(_CHUNK, decode_content=False):
+        if not inflate.feed(chunk, buf):
+            return bytes(buf[:MAX_ANSWER_BYTES]), True
+    if not inflate.flush(buf):
+        return bytes(buf[:MAX_ANSWER_BYTES]), True
+    return bytes(buf), False
+
+
+class _Inflater:
+    """gzip/deflate decoding with a bound on the output; other encodings pass through."""
+
+    def __init__(self, encoding: str) -> None:
+        self.encoding = encoding
+        self._d: Any = None
+        self._raw_deflate_tried = False
+        if encoding in ("gzip", "x-gzip"):
+            self._d = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        elif encoding == "deflate":
+            self._d = zlib.decompressobj()
+
+    def feed(self, data: bytes, buf: bytearray) -> bool:
+        """Append the decoded `data` to `buf`; False once more than MAX_ANSWER_BYTES."""
+        if self._d is None:
+            buf += data
+            return len(buf) <= MAX_ANSWER_BYTES
+        while data:
+            room = MAX_ANSWER_BYTES + 1 - len(buf)
+            if room <= 0:
+                return False
+            try:
+                buf += self._d.decompress(data, room)
+            except zlib.error:
+                if self.encoding == "deflate" and not self._raw_deflate_tried and not buf:
+                    # Some servers send raw deflate without the zlib wrapper.
+                    self._raw_deflate_tried = True
+                    self._d = zlib.decompressobj(-zlib.MAX_WBITS)
+                    continue
+                raise ValueError("the answer's compressed body is corrupt") from None
+            data = self._d.unconsumed_tail
+            if self._d.eof:
+                break
+        return len(buf) <= MAX_ANSWER_BYTES
+
+    def flush(self, buf: bytearray) -> bool:
+        if self._d is not None:
+            buf += self._d.flush(MAX_ANSWER_BYTES + 1 - len(buf)) if len(buf) <= MAX_ANSWER_BYTES else b""
+        return len(buf) <= MAX_ANSWER_BYTES
+
+
+def _release(resp: requests.Response, complete: bool) -> None:
+    """A fully read answer gives its connection back for reuse; any other closes it."""
+    raw = resp.raw
+    try:
+        if complete:
+            raw.release_conn()
+        else:
+            raw.close()
+            raw.release_conn()
+    except Exception:  # noqa: BLE001 - the connection is unusable anyway
+        pass
+
+
+def describe(exc: BaseException) -> str:
+    """A short, key-free description of a transport failure."""
+    kind = type(exc).__name__
+    text = str(exc)
+    low = text.lower()
+    if "timed out" in low:
+        return f"{kind}: no answer within the timeout"
+    if "reset" in low or "aborted" in low:
+        return f"{kind}: the connection was reset"
+    if ("incompleteread" in low or "cut off" in low or isinstance(exc, requests.exceptions.ChunkedEncodingError)
+            or "incomplete" in low):
+        return f"{kind}: the answer was cut off"
+    if "failed to establish" in low or "refused" in low:
+        return f"{kind}: could not connect to the server"
+    if "compressed body is corrupt" in low or isinstance(exc, requests.exceptions.ContentDecodingError):
+        return f"{kind}: the answer's compressed body could not be decoded"
+    return f"{kind}: {text[:200]}"
