@@ -15,18 +15,18 @@ import time
 import warnings
 from contextlib import nullcontext
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Callable
 
 import pandas as pd
 
 from . import frames
-from .client import Client
+from .client import Client, Tally
 from .core.ids import plan
 from .core.outcomes import Outcome, Result
 from .errors import ConfigError, InputError
 from .journal import Journal
 from .progress import Progress
-from .runner import RunState, run
+from .runner import RunState, describe_error, run, skip_label
 
 log = logging.getLogger("smtoolkit")
 
@@ -82,13 +82,13 @@ def _check_wait(wait: Any) -> float | None:
 class _Poller:
     """After a cancel that still reads QUEUED/RUNNING, polls GET until STOPPED or time is up."""
 
-    def __init__(self, client: Client, wait: float | None) -> None:
-        self.client, self.wait = client, wait
+    def __init__(self, client: Client, wait: float | None, tally: Tally | None = None) -> None:
+        self.client, self.wait, self.tally = client, wait, tally
         self.polls = 0
         self._lock = threading.Lock()
 
     def cancel(self, batch_id: str, stop: threading.Event) -> Result:
-        r = self.client.cancel(batch_id, stop=stop)
+        r = self.client.cancel(batch_id, stop=stop, tally=self.tally)
         if not self.wait or r.outcome is not Outcome.STOPPING:
             return r
         deadline = time.monotonic() + self.wait
@@ -99,7 +99,7 @@ class _Poller:
                 break
             if stop.wait(min(gap, left)):
                 break
-            seen = self.client.lookup(batch_id, stop=stop)
+            seen = self.client.lookup(batch_id, stop=stop, tally=self.tally)
             if seen.attempts == 0:
                 break  # not sent: the run stopped or the budget reached the reserve
             with self._lock:
@@ -145,8 +145,12 @@ def cancel_batches(
     are never sent, duplicates are sent once, and `dry_run=True` sends only GETs. The input
     is not modified. `wait` (seconds) polls batches that still read QUEUED/RUNNING until
     they stop. `journal` (a file path) records every result as it arrives; running again
-    with the same journal sends nothing for batches already final there. On
-    KeyboardInterrupt the partial report is returned. See the README for the report.
+    with the same journal sends nothing for batches already final there.
+
+    Mistakes raise `InputError`/`ConfigError` before anything is sent. Once a request may
+    have been sent, the report is always returned: on KeyboardInterrupt, on an auth failure,
+    at the budget reserve, and on any error inside the run (a journal the disk refuses, a
+    progress bar that fails), with `report.attrs["stopped"]` saying why. See the README.
     """
     workers = _check_workers(workers)
     wait = _check_wait(wait)
@@ -154,32 +158,35 @@ def cancel_batches(
     p = plan(values)
     started = datetime.now(timezone.utc)
     with _ClientScope(client, client_kwargs) as c:
-        jr = Journal(journal, c.base_url) if journal is not None else None
-        done = jr.done() if jr is not None else {}
-        todo = [i for i in p.unique if i not in done]
-        sent_before, throttled_before = c.requests_sent, c.throttled
-        poller = _Poller(c, wait)
-        bar = Progress(len(todo), enabled=bool(progress), desc="dry run" if dry_run else "cancelling",
-                       budget=lambda: {**c.pacing(), "polls": poller.polls})
-        state = RunState()
-        warned = _budget_warning(c, len(todo))
-        writer = jr if jr is not None and not dry_run else None
+        jr = Journal(journal, c.base_url, write=not dry_run) if journal is not None else None
+        # Locks and reads the journal; raises JournalError before anything is sent.
+        with jr if jr is not None else nullcontext():
+            done = jr.done() if jr is not None else {}
+            todo = [i for i in p.unique if i not in done]
+            tally = Tally()
+            poller = _Poller(c, wait, tally)
+            state = RunState()
+            bar = Progress(len(todo), enabled=bool(progress), desc="dry run" if dry_run else "cancelling",
+                           budget=lambda: {**c.pacing(), "polls": poller.polls})
+            warned = _budget_warning(c, len(todo))
+            handled = 0
 
-        def on_result(r: Result) -> None:
-            nonlocal warned
-            if writer is not None:
-                writer.append(r)
-            bar.update(r)
-            if not warned:
-                warned = _budget_warning(c, len(todo) - sum(bar.counts.values()))
+            def budget_check(r: Result) -> None:
+                nonlocal warned, handled
+                handled += 1
+                if not warned:
+                    warned = _budget_warning(c, len(todo) - handled)
 
-        operation = (lambda i, stop: c.lookup(i, stop=stop)) if dry_run else poller.cancel
-        try:
-            with writer if writer is not None else nullcontext():
-                results = run(todo, operation, workers=workers, on_result=on_result,
-                              stop_on_auth_error=stop_on_auth_error, state=state)
-        finally:
-            bar.close()
+            sinks: list[Callable[[Result], None]] = [budget_check, bar.update]
+            if jr is not None and jr.write:
+                sinks.insert(0, jr.append)
+            operation: Callable[[str, threading.Event], Result] = poller.cancel
+            if dry_run:
+                operation = lambda i, stop: c.lookup(i, stop=stop, tally=tally)  # noqa: E731
+            results = run(todo, operation, workers=workers, on_result=sinks,
+                          stop_on_auth_error=stop_on_auth_error, state=state)
+            _quietly(bar.close)
+            saved = _closing(jr)
         results.update(done)
         info = c.pacing()
         attrs = {
@@ -189,19 +196,47 @@ def cancel_batches(
             "dry_run": bool(dry_run),
             "workers": workers,
             "max_rps": c.max_rps,
-            "requests_sent": c.requests_sent - sent_before,
-            "throttled": c.throttled - throttled_before,
+            "requests_sent": tally.sent,
+            "throttled": tally.throttled,
             "polls": poller.polls,
             "ratelimit_limit": info["ratelimit_limit"],
             "ratelimit_remaining": info["ratelimit_remaining"],
             "reserve": info["reserve"],
             "stopped": state.stopped,
+            "error": state.error_text or saved,
             "resumed_from_journal": len(done),
             "journal": str(jr.path) if jr is not None else None,
         }
     report = frames.build_report(frame, values, p, results, attrs)
-    _announce(state, report)
+    _announce(state, report, saved)
     return report
+
+
+def _closing(jr: Journal | None) -> str | None:
+    """Close the journal; a failure to save it is returned as text, never raised (the run is over)."""
+    if jr is None:
+        return None
+    try:
+        jr.close()
+    except Exception as exc:  # noqa: BLE001 - JournalError, or anything else the OS throws
+        return str(exc)
+    return None
+
+
+def _quietly(action: Callable[[], None]) -> None:
+    """Run a clean-up step (a progress bar's close) that must not cost the caller the report."""
+    try:
+        action()
+    except Exception as exc:  # noqa: BLE001
+        log.warning("ignored while finishing the run: %s", describe_error(exc))
+
+
+def _warn(message: str, stacklevel: int) -> None:
+    """Issue a warning; never raise (an 'error' warnings filter must not cost the report)."""
+    try:
+        warnings.warn(message, stacklevel=stacklevel + 1)
+    except Exception:  # noqa: BLE001
+        log.warning(message)
 
 
 def _budget_warning(c: Client, needed: int) -> bool:
@@ -210,7 +245,7 @@ def _budget_warning(c: Client, needed: int) -> bool:
     if spendable is None:
         return False
     if needed > spendable:
-        warnings.warn(
+        _warn(
             f"the hourly budget allows {spendable} more request(s) before the reserve of "
             f"{c.budget.kept} kept for production, and this run needs at least {needed}: "
             "rows beyond that will be skipped (BUDGET_RESERVE)",
@@ -219,10 +254,13 @@ def _budget_warning(c: Client, needed: int) -> bool:
     return True
 
 
-def _announce(state: RunState, report: pd.DataFrame) -> None:
+def _announce(state: RunState, report: pd.DataFrame, saved: str | None = None) -> None:
+    if saved is not None:
+        _warn(f"{saved}: its last records may be missing; the report returned is complete", stacklevel=3)
     if state.stopped is None:
         return
     skipped = int((report["outcome"] == Outcome.SKIPPED.value).sum()) if len(report) else 0
+    code = skip_label(state)[0]
     messages = {
         "auth": f"stopped after an unauthorized/forbidden answer: {skipped} row(s) not sent "
                 "(skipped/SKIPPED_AUTH_FAILED). Check the API key, then run again.",
@@ -230,9 +268,12 @@ def _announce(state: RunState, report: pd.DataFrame) -> None:
                    "Run the skipped rows again after the hourly window resets, or lower reserve=.",
         "interrupt": f"interrupted: {skipped} row(s) not sent (skipped/INTERRUPTED); "
                      "the report holds every answer received.",
+        "error": f"stopped on an error: {state.error_text}. {skipped} row(s) not sent (skipped/{code}); "
+                 "the report holds every answer received.",
     }
-    warnings.warn(messages[state.stopped], stacklevel=3)
-    log.warning(messages[state.stopped])
+    message = messages.get(state.stopped, f"stopped ({state.stopped}): {skipped} row(s) not sent")
+    _warn(message, stacklevel=3)
+    log.warning(message)
 
 
 def get_batches(
@@ -255,22 +296,21 @@ def get_batches(
     frame, values = frames.extract(batches, column)
     p = plan(values)
     with _ClientScope(client, client_kwargs) as c:
-        sent_before = c.requests_sent
+        tally = Tally()
         bar = Progress(len(p.unique), enabled=bool(progress), desc="looking up", budget=c.pacing)
         counts: dict[str, dict[str, int] | None] = {}
 
         def operation(batch_id: str, stop: threading.Event) -> Result:
-            r = c.lookup(batch_id, stop=stop)
+            r = c.lookup(batch_id, stop=stop, tally=tally)
             if with_progress and r.http_status == 200 and not stop.is_set():
-                counts[batch_id] = c.query_progress(batch_id, stop=stop)
+                counts[batch_id] = c.query_progress(batch_id, stop=stop, tally=tally)
             return r
 
         state = RunState()
-        try:
-            results = run(p.unique, operation, workers=workers, on_result=bar.update, state=state)
-        finally:
-            bar.close()
-        attrs = {"base_url": c.base_url, "requests_sent": c.requests_sent - sent_before, "stopped": state.stopped}
+        results = run(p.unique, operation, workers=workers, on_result=[bar.update], state=state)
+        _quietly(bar.close)
+        attrs = {"base_url": c.base_url, "requests_sent": tally.sent, "stopped": state.stopped,
+                 "error": state.error_text}
     report = frames.build_report(frame, values, p, results, attrs)
     records = [(results[b].batch or {}) if b is not None and b in results else {} for b in p.ids]
     for name in BATCH_FIELDS:
@@ -278,13 +318,13 @@ def get_batches(
         if name in ("schedule_time", "start_time"):
             report[name] = pd.to_datetime(pd.Series(values_, dtype=object, index=report.index), utc=True, errors="coerce")
         elif name in ("query_amount", "query_concurrency", "timeout_minutes"):
-            report[name] = pd.Series([v if isinstance(v, int) else None for v in values_], index=report.index, dtype="Int64")
+            report[name] = frames.int_column(values_, report.index)
         else:
-            report[name] = pd.Series([None if v is None else str(v) for v in values_], index=report.index, dtype="string")
+            report[name] = frames.text_column(values_, report.index)
     if with_progress:
         for key in ("queued", "running", "success", "failure"):
-            report[key] = pd.Series([(counts.get(b) or {}).get(key) if b else None for b in p.ids],
-                                    index=report.index, dtype="Int64")
+            report[key] = frames.int_column([(counts.get(b) or {}).get(key) if b else None for b in p.ids],
+                                            report.index)
     _announce(state, report)
     return report
 

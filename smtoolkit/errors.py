@@ -6,6 +6,7 @@ dropped connection...) is data in the report, never an exception.
     SmtoolkitError
      ├── ConfigError   bad or missing API key, base URL or setting       (also a ValueError)
      └── InputError    the batches given cannot be read as batch IDs     (also a ValueError)
+          └── JournalError   the journal cannot be used (locked by another run, foreign, unwritable)
 """
 
 from __future__ import annotations
@@ -21,3 +22,11 @@ class ConfigError(SmtoolkitError, ValueError):
 
 class InputError(SmtoolkitError, ValueError):
     """The input cannot be turned into batch IDs: fix the input named in the message."""
+
+
+class JournalError(InputError):
+    """The journal cannot be read, locked or written: the message names the file and the cause.
+
+    Raised before anything is sent. A journal that fails *during* a run never raises: the run
+    ends, and the report says so (`report.attrs["stopped"] == "error"`, rows `JOURNAL_ERROR`).
+    """

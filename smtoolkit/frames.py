@@ -6,12 +6,14 @@ from __future__ import annotations
 import os
 import tempfile
 from collections.abc import Iterable, Mapping
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Sequence
 
 import pandas as pd
 
 from .core import outcomes as oc
+from .core.answers import compact_json
 from .core.ids import Plan
 from .core.outcomes import REPORT_COLUMNS, Outcome, Result
 from .errors import InputError
@@ -92,10 +94,48 @@ def build_report(frame: pd.DataFrame, values: Sequence[Any], plan: Plan,
     return report
 
 
+_INT64 = (-(2**63), 2**63 - 1)
+# What datetime64[ns] can hold (1677-09-21 to 2262-04-11), with a day to spare.
+_NS_RANGE = (datetime(1677, 9, 22), datetime(2262, 4, 10))
+
+
 def _typed(values: list[Any], dtype: str, index: pd.Index) -> pd.Series:
+    """A column of `dtype`; a value that does not fit (an int beyond Int64, a date beyond
+    pandas' nanosecond range, an object where text belongs) becomes missing or text, so
+    building a report never fails because of what a server or a journal held."""
     if dtype.startswith("datetime64"):
-        return pd.Series(pd.to_datetime(pd.Series(values, dtype=object), utc=True).array, index=index).astype(dtype)  # type: ignore[call-overload]
+        kept = [v if isinstance(v, datetime) and _NS_RANGE[0] < v.replace(tzinfo=None) < _NS_RANGE[1] else None
+                for v in values]
+        return pd.Series(pd.to_datetime(pd.Series(kept, dtype=object), utc=True).array, index=index).astype(dtype)  # type: ignore[call-overload]
+    if dtype in ("Int64", "int64"):
+        clean = [v if type(v) is int and _INT64[0] <= v <= _INT64[1] else None for v in values]
+        if dtype == "int64":
+            clean = [0 if v is None else v for v in clean]
+        return pd.Series(clean, index=index, dtype=dtype)  # type: ignore[call-overload]
+    if dtype == "float64":
+        return pd.Series([float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else float("nan")
+                          for v in values], index=index, dtype=dtype)
+    if dtype == "string":
+        return pd.Series([_as_text(v) for v in values], index=index, dtype=dtype)
     return pd.Series(values, index=index, dtype=dtype)  # type: ignore[call-overload]
+
+
+def _as_text(value: Any) -> str | None:
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, Outcome):
+        return value.value
+    return compact_json(value, 4096)
+
+
+def int_column(values: list[Any], index: pd.Index) -> pd.Series:
+    """An Int64 column; values that are not ints within Int64's range are missing."""
+    return _typed(values, "Int64", index)
+
+
+def text_column(values: list[Any], index: pd.Index) -> pd.Series:
+    """A string column; non-text JSON values become compact JSON text."""
+    return _typed(values, "string", index)
 
 
 def summarize(report: pd.DataFrame) -> pd.DataFrame:

@@ -1,21 +1,31 @@
 """A crash-safe journal of results, one JSON object per line (JSON Lines).
 
 Every result is appended and flushed the moment it is known, so a killed process loses at
-most the requests it had in flight. Reading tolerates a torn last line. The first line
-names the API base URL the journal belongs to; the API key is never written.
+most the requests it had in flight. Reading tolerates a torn last line. A header line names
+the API base URL the journal belongs to; the API key is never written.
+
+Exact by construction:
+- a record counts only after a header for this base URL; a journal holding a header for
+  another API (two journals concatenated, say) is refused before anything is sent;
+- only one run at a time may write a journal: an OS file lock (`filelock`) on
+  `<journal>.lock`, released by the OS if the process dies, so a killed run never blocks
+  the next one.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import sys
 from dataclasses import fields
 from datetime import datetime
 from pathlib import Path
 from typing import IO, Any
 
+from filelock import FileLock, Timeout
+
 from .core.outcomes import FINAL, Outcome, Result, parse_time
-from .errors import InputError
+from .errors import InputError, JournalError
 
 FORMAT = "smtoolkit-journal"
 VERSION = 1
@@ -33,24 +43,43 @@ def _path(path: str | os.PathLike[str]) -> Path:
     return p
 
 
-def read(path: str | os.PathLike[str]) -> tuple[dict[str, Any] | None, dict[str, Result]]:
-    """(header, {batch_id: last result}) from a journal; unreadable lines are skipped."""
+def read(path: str | os.PathLike[str], base_url: str | None = None) -> tuple[dict[str, Any] | None, dict[str, Result]]:
+    """(first header, {batch_id: last result}) from a journal; unreadable lines are skipped.
+
+    Records before the first header are not trusted. With `base_url`, a header for any other
+    base URL raises JournalError naming its line (without it, the first header decides).
+    """
     p = _path(path)
     if not p.exists():
         return None, {}
     header: dict[str, Any] | None = None
     results: dict[str, Result] = {}
-    with p.open("r", encoding="utf-8", errors="replace") as fh:
-        for line in fh:
+    try:
+        fh = p.open("r", encoding="utf-8", errors="replace")
+    except OSError as exc:
+        raise JournalError(f"cannot read journal {str(p)!r}: {exc.strerror or exc}") from None
+    with fh:
+        for number, line in enumerate(fh, 1):
             try:
                 record = json.loads(line)
-            except ValueError:
+            except (ValueError, RecursionError):
                 continue  # a line torn by a crash
             if not isinstance(record, dict):
                 continue
             if record.get("format") == FORMAT:
                 header = header or record
+                expected = base_url if base_url is not None else header.get("base_url")
+                if record.get("base_url") != expected:
+                    raise JournalError(
+                        f"journal {str(p)!r} line {number} starts a section for {record.get('base_url')!r}, "
+                        f"not {expected!r}: a journal belongs to one API; use a new journal file for another")
+                version = record.get("version")
+                if not isinstance(version, int) or version > VERSION:
+                    raise JournalError(f"journal {str(p)!r} line {number} has format version {version!r}, "
+                                       f"newer than this smtoolkit reads ({VERSION}): upgrade smtoolkit")
                 continue
+            if header is None:
+                continue  # not under any header: not trusted
             r = _result(record)
             if r is not None and r.batch_id:
                 results[r.batch_id] = r
@@ -64,35 +93,71 @@ def _result(record: dict[str, Any]) -> Result | None:
         return None
     values = {name: record.get(name) for name in _RESULT_FIELDS}
     values["outcome"] = outcome
+    if not isinstance(values["batch_id"], str):
+        return None
     for name in ("cancel_time", "end_time"):
         values[name] = parse_time(values[name])
-    for name in ("http_status", "ratelimit_remaining"):
-        values[name] = values[name] if isinstance(values[name], int) else None
-    values["attempts"] = values["attempts"] if isinstance(values["attempts"], int) else 0
-    values["elapsed_s"] = float(values["elapsed_s"]) if isinstance(values["elapsed_s"], (int, float)) else 0.0
+    for name in ("http_status", "ratelimit_remaining", "attempts"):
+        v = values[name]
+        values[name] = v if type(v) is int and 0 <= v < 2**53 else None
+    values["attempts"] = values["attempts"] or 0
+    for name in ("status_code", "error_code", "error_message", "error_description", "request_id"):
+        if values[name] is not None and not isinstance(values[name], str):
+            values[name] = None
+    e = values["elapsed_s"]
+    values["elapsed_s"] = float(e) if isinstance(e, (int, float)) and not isinstance(e, bool) and 0 <= e < 1e12 else 0.0
     return Result(**values)  # type: ignore[arg-type]
 
 
 class Journal:
-    """Appends results to a journal file; use as a context manager."""
+    """A journal one run owns: `with Journal(path, base_url) as j:` locks it (when writing),
+    reads what earlier runs recorded (`j.done()`), and appends results (`j.append`).
 
-    def __init__(self, path: str | os.PathLike[str], base_url: str) -> None:
+    Raises JournalError (an InputError) before anything is sent when the journal is locked by
+    another run, belongs to another API, or cannot be opened. `append` raises JournalError
+    when the disk refuses a write; the run that called it ends and reports why.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], base_url: str, *, write: bool = True) -> None:
         self.path = _path(path)
         self.base_url = base_url
-        header, self.previous = read(self.path)
-        if header is not None and header.get("base_url") != base_url:
-            raise InputError(
-                f"journal {str(self.path)!r} belongs to {header.get('base_url')!r}, not {base_url!r}: "
-                "use a new journal file for another API"
-            )
+        self.write = write
+        self.previous: dict[str, Result] = {}
+        self._lock = FileLock(str(self.path) + ".lock") if write else None
         self._fh: IO[str] | None = None
-        self._header_needed = header is None
 
     def done(self) -> dict[str, Result]:
         """Results already final (cancelled, already_stopped, not_found): not to be sent again."""
         return {k: r for k, r in self.previous.items() if r.outcome in FINAL}
 
     def __enter__(self) -> "Journal":
+        if self._lock is not None:
+            try:
+                # filelock reports a lock file it cannot create as "held": find that out first.
+                with open(self._lock.lock_file, "a", encoding="utf-8"):
+                    pass
+            except OSError as exc:
+                raise JournalError(f"cannot write journal {str(self.path)!r}: {exc.strerror or exc}") from None
+            try:
+                self._lock.acquire(timeout=0)
+            except Timeout:
+                owner = _lock_owner(self._lock.lock_file)
+                who = ("another run in this process" if owner == os.getpid()
+                       else f"process {owner}" if owner else "another run")
+                raise JournalError(f"journal {str(self.path)!r} is in use by {who}: only one run at a time "
+                                   "may use a journal (wait for it to finish, or use another journal file)") from None
+            except OSError as exc:
+                raise JournalError(f"cannot lock journal {str(self.path)!r}: {exc.strerror or exc}") from None
+        try:
+            header, self.previous = read(self.path, self.base_url)
+            if self.write:
+                self._open(needs_header=header is None)
+        except BaseException:
+            self._unlock()
+            raise
+        return self
+
+    def _open(self, needs_header: bool) -> None:
         try:
             needs_newline = False
             if self.path.exists() and self.path.stat().st_size:
@@ -102,30 +167,78 @@ class Journal:
             self._fh = self.path.open("a", encoding="utf-8", newline="\n")
             if needs_newline:
                 self._fh.write("\n")  # isolate a torn last line from what follows
-            if self._header_needed:
+            if needs_header:
                 self._write({"format": FORMAT, "version": VERSION, "base_url": self.base_url})
         except OSError as exc:
-            raise InputError(f"cannot write journal {str(self.path)!r}: {exc.strerror or exc}") from None
-        return self
+            self._close_quietly()
+            raise JournalError(f"cannot write journal {str(self.path)!r}: {exc.strerror or exc}") from None
 
     def append(self, result: Result) -> None:
+        """Record one result, flushed to the OS at once; JournalError if that fails."""
         record = {name: getattr(result, name) for name in _RESULT_FIELDS}
         record["outcome"] = result.outcome.value
-        self._write(record)
+        try:
+            self._write(record)
+        except OSError as exc:
+            raise JournalError(f"the journal {str(self.path)!r} could not be written "
+                               f"({exc.strerror or exc})") from None
 
     def _write(self, record: dict[str, Any]) -> None:
-        assert self._fh is not None, "use the journal as a context manager"
+        if self._fh is None:
+            raise OSError("the journal is not open for writing")
         self._fh.write(json.dumps(record, default=_iso, ensure_ascii=False) + "\n")
         self._fh.flush()
 
-    def __exit__(self, *exc: object) -> None:
+    def close(self) -> None:
+        """Sync, close and unlock; JournalError if the last writes could not be saved."""
+        error: OSError | None = None
         if self._fh is not None:
             try:
+                self._fh.flush()
                 os.fsync(self._fh.fileno())
+            except OSError as exc:
+                error = exc
+            self._close_quietly()
+        self._unlock()
+        if error is not None:
+            raise JournalError(f"the journal {str(self.path)!r} could not be saved "
+                               f"({error.strerror or error})")
+
+    def _close_quietly(self) -> None:
+        fh, self._fh = self._fh, None
+        if fh is not None:
+            try:
+                fh.close()
+            except OSError:
+                pass  # the fd is closed all the same
+
+    def _unlock(self) -> None:
+        if self._lock is not None and self._lock.is_locked:
+            try:
+                self._lock.release()
             except OSError:
                 pass
-            self._fh.close()
-            self._fh = None
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _lock_owner(lock_file: str) -> int | None:
+    """The PID holding an OS lock on `lock_file`, where the OS tells (Linux: /proc/locks)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        st = os.stat(lock_file)
+        wanted = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
+        with open("/proc/locks", encoding="ascii", errors="replace") as fh:
+            for line in fh:
+                parts = line.split()
+                # "1: FLOCK  ADVISORY  WRITE 4242 fe:01:1234 0 EOF" (a blocked waiter has "->")
+                if "->" not in parts and len(parts) >= 6 and parts[5] == wanted and parts[4].isdigit():
+                    return int(parts[4])
+    except (OSError, ValueError):
+        return None
+    return None
 
 
 def _iso(value: Any) -> str:
