@@ -23,7 +23,7 @@ from . import frames
 from .client import Client, Tally
 from .core.ids import plan
 from .core.outcomes import Outcome, Result
-from .errors import ConfigError, InputError
+from .errors import ConfigError, InputError, JournalError
 from .journal import Journal
 from .progress import Progress
 from .runner import RunState, describe_error, run, skip_label
@@ -187,6 +187,8 @@ def cancel_batches(
                           stop_on_auth_error=stop_on_auth_error, state=state)
             _quietly(bar.close)
             saved = _closing(jr)
+            if isinstance(state.error, JournalError):
+                saved = None  # the same failure, already the reason the run ended
         results.update(done)
         info = c.pacing()
         attrs = {

@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 
 _FINE = ["cancelled", "already_stopped", "not_found", "duplicate", "would_cancel"]
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_CONFIG, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_CONFIG, EXIT_INTERNAL, EXIT_INTERRUPTED = 0, 1, 2, 3, 4, 130
 DEMO_REPORT = "smtoolkit-demo-report.csv"
 
 
@@ -105,13 +105,38 @@ def _check_out(path: str | None) -> None:
             raise UsageError(f"cannot write --out {path!r}: not a file in an existing directory")
 
 
-def _emit(report: "pd.DataFrame", args: argparse.Namespace) -> None:
+def _emit(report: "pd.DataFrame", args: argparse.Namespace, show: Callable[[], None] | None = None) -> int:
+    """Write --out first (the report must not be lost to a console that cannot print it),
+    then print the results. Returns the exit code, at least 1 when --out failed."""
     from .frames import export_csv
 
-    _print_results(report, args)
+    code = _exit_code(report)
     if args.out:
-        path = export_csv(report, args.out)
-        print(f"report written to {path}", file=sys.stderr)
+        try:
+            path = export_csv(report, args.out)
+        except Exception as exc:  # noqa: BLE001 - said below; the results still go to stdout
+            print(f"smtoolkit: error: the report could not be written: {exc}", file=sys.stderr)
+            code = max(code, EXIT_FAILED) if code != EXIT_INTERRUPTED else code
+        else:
+            print(f"report written to {path}", file=sys.stderr)
+    try:
+        (show or (lambda: _print_results(report, args)))()
+        sys.stdout.flush()
+    except BrokenPipeError:
+        _drop_stdout()  # the reader went away (`| head`): not an error of ours
+    if report.attrs.get("stopped") == "error" or report.attrs.get("error"):
+        print(f"smtoolkit: the run stopped on an error: {report.attrs.get('error')}", file=sys.stderr)
+    return code
+
+
+def _drop_stdout() -> None:
+    import os
+
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):
+        pass
 
 
 def _print_results(report: "pd.DataFrame", args: argparse.Namespace) -> None:
@@ -136,6 +161,8 @@ def _exit_code(report: "pd.DataFrame") -> int:
         return EXIT_INTERRUPTED
     if stopped == "auth" or report["outcome"].isin(["unauthorized", "forbidden"]).any():
         return EXIT_CONFIG
+    if stopped == "error" or report.attrs.get("error"):
+        return EXIT_FAILED  # the run ended early, or its journal is incomplete
     return EXIT_OK if report["outcome"].isin(_FINE).all() else EXIT_FAILED
 
 
@@ -159,8 +186,7 @@ def _cancel(args: argparse.Namespace) -> int:
         report = cancel_batches(ids, column=args.column, client=client, workers=args.workers,
                                 dry_run=args.dry_run, progress=not args.no_progress, wait=args.wait,
                                 journal=args.journal)
-    _emit(report, args)
-    return _exit_code(report)
+    return _emit(report, args)
 
 
 def _status(args: argparse.Namespace) -> int:
@@ -172,18 +198,11 @@ def _status(args: argparse.Namespace) -> int:
         report = get_batches(ids, column=args.column, client=client, workers=args.workers,
                              progress=not args.no_progress, with_progress=args.with_progress)
     if args.output == "table":
-        args.output = "table-status"
         cols = [c for c in ("batch_id", "outcome", "status_code", "description", "start_time", "end_time",
                             "cancel_time", "queued", "running", "success", "failure", "error_code")
                 if c in report.columns]
-        print(report[cols].to_string(index=False))
-        if args.out:
-            from .frames import export_csv
-
-            print(f"report written to {export_csv(report, args.out)}", file=sys.stderr)
-    else:
-        _emit(report, args)
-    return _exit_code(report)
+        return _emit(report, args, show=lambda: print(report[cols].to_string(index=False)))
+    return _emit(report, args)
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -195,12 +214,17 @@ def _demo(args: argparse.Namespace) -> int:
 def _sandbox(args: argparse.Namespace) -> int:
     from .sandbox import Faults, Sandbox
 
-    faults = Faults(latency=args.latency, error_rate=args.error_rate, throttle_rate=args.throttle_rate)
-    sb = Sandbox(api_key=args.api_key, host=args.host, port=args.port, hourly_limit=args.hourly_limit,
-                 per_second=args.per_second, tick=args.tick or None, stop_delay=args.stop_delay,
-                 already_stopped="conflict" if args.conflict else "ok", faults=faults, seed=args.seed,
-                 allow_remote=args.allow_remote)
-    sb.start()
+    from .errors import ConfigError
+
+    try:  # the sandbox shares no code with the client: its refusals are plain ValueErrors
+        faults = Faults(latency=args.latency, error_rate=args.error_rate, throttle_rate=args.throttle_rate)
+        sb = Sandbox(api_key=args.api_key, host=args.host, port=args.port, hourly_limit=args.hourly_limit,
+                     per_second=args.per_second, tick=args.tick or None, stop_delay=args.stop_delay,
+                     already_stopped="conflict" if args.conflict else "ok", faults=faults, seed=args.seed,
+                     allow_remote=args.allow_remote)
+        sb.start()
+    except (ValueError, OSError) as exc:
+        raise ConfigError(f"cannot start the sandbox: {exc}") from None
     try:
         ids = sb.create_batches(args.batches) if args.batches else []
         if args.ids_out:
@@ -249,7 +273,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="smtoolkit", description="Cancel Supermetrics query batches in bulk.",
         epilog="The API key is read only from $SUPERMETRICS_API_KEY. Exit codes: 0 all fine, 1 some rows "
-               "failed or were skipped, 2 usage error, 3 authentication/configuration error, 130 interrupted.")
+               "failed or were skipped (or the run stopped on an error, or --out could not be written), "
+               "2 usage error, 3 authentication/configuration error, 4 unexpected error (a bug), 130 interrupted.")
     parser.add_argument("--version", action="version", version=f"smtoolkit {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
@@ -320,6 +345,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from .errors import ConfigError, InputError
 
+    _tolerant_streams()
     # Warnings are the CLI's messages: once each, as one line on stderr, no source line.
     logging.getLogger("smtoolkit").addHandler(logging.NullHandler())
     warnings.showwarning = lambda message, *a, **k: print(f"warning: {message}", file=sys.stderr)
@@ -331,6 +357,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (UsageError, InputError) as exc:
         print(f"smtoolkit: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    except (ConfigError, ValueError) as exc:
+    except ConfigError as exc:
         print(f"smtoolkit: error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
+    except Exception as exc:  # noqa: BLE001 - a bug: say so, not "configuration error"
+        from .runner import describe_error
+
+        print(f"smtoolkit: unexpected error (please report it): {describe_error(exc)}", file=sys.stderr)
+        return EXIT_INTERNAL
+
+
+def _tolerant_streams() -> None:
+    """Text the console's encoding cannot show (a cp1252 console and '東京') is replaced, never fatal."""
+    for stream in (sys.stdout, sys.stderr):
+        reconfigure = getattr(stream, "reconfigure", None)
+        if reconfigure is not None and getattr(stream, "errors", "strict") == "strict":
+            try:
+                reconfigure(errors="replace")
+            except (ValueError, OSError):
+                pass

@@ -204,6 +204,8 @@ class Client:
                 raise Stop("stopped")
             with self._lock:
                 now = self._clock()
+                if now > deadline:
+                    raise Stop("deadline")
                 if not self.budget.allows(self._in_flight):
                     raise Stop("reserve")
                 start = self._pacer.earliest(now)
@@ -217,7 +219,7 @@ class Client:
                     if tally is not None:
                         tally.sent += 1
                     return now
-            if start > deadline or now > deadline:
+            if start > deadline:
                 raise Stop("deadline")
             self._wait(start - now, stop)
 
@@ -347,7 +349,7 @@ class Client:
         else:
             r = Result(batch_id, Outcome.NETWORK_ERROR,
                        http_status=a.status if a else None,
-                       error_code=oc.UNREADABLE_RESPONSE if a else oc.NETWORK_ERROR,
+                       error_code=(a.error_code or oc.UNREADABLE_RESPONSE) if a else oc.NETWORK_ERROR,
                        error_message=(a.error_message or "the answer's body could not be read") if a else last.error,
                        ratelimit_remaining=a.ratelimit_remaining if a else None)
         r.attempts = attempts

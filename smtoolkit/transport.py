@@ -209,6 +209,8 @@ def exchange(session: requests.Session, watchdog: Watchdog, method: str, url: st
         resp = session.request(method, url, params=params, stream=True, allow_redirects=False,
                                timeout=(min(timeout, 10.0), timeout))
         body, too_large = _read_body(resp)
+        if ex.aborted:  # what arrived before the cut is not the whole answer
+            raise TransportError(f"no complete answer within the timeout ({timeout:g} s)")
         complete = not too_large
         return Received(resp.status_code, resp.headers, body, too_large)
     except _FAILURES as exc:

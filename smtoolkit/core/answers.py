@@ -127,7 +127,7 @@ def parse_answer(status: int, headers: Mapping[str, str], body: bytes, now: floa
     ok = 200 <= status < 300
     if too_large:
         return Answer(status, None, readable=False, error_code=RESPONSE_TOO_LARGE,
-                      error_message=f"HTTP {status} with an answer larger than {MAX_ANSWER_BYTES // 1024} KiB "
+                      error_message=f"HTTP {status} with an answer larger than {MAX_ANSWER_BYTES / 2**20:g} MiB "
                                     "(not read past that)", **common)
     blank = not body or body.isspace()
     try:

@@ -1,0 +1,375 @@
+"""Nothing escapes the report: hostile answers, failing sinks, shared journals and clients.
+
+Each test drives real HTTP (the sandbox, or `tests/hostile.py` for what the sandbox cannot
+send) and checks the one rule: once a request may have been sent, the caller gets a report
+with one row per input row that agrees with what the server saw, and nothing is sent after
+the call returned.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+import warnings
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import pandas as pd
+import pytest
+
+import smtoolkit as sm
+from smtoolkit import Client
+from smtoolkit.errors import JournalError
+from smtoolkit.sandbox import Sandbox
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from hostile import (  # noqa: E402
+    Hostile, drip_body, drip_status_and_headers, endless_continue, gzip_bomb, huge_body, reply, silent,
+    stopped_batch,
+)
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def settled(count: Callable[[], int], at_return: int, wait: float = 0.5) -> None:
+    """Nothing reaches the server after the call returned."""
+    time.sleep(wait)
+    assert count() == at_return, f"{count() - at_return} request(s) arrived after the call returned"
+
+
+def agrees_with_sandbox(report: pd.DataFrame, ids: list[str], sb: Sandbox) -> None:
+    assert list(report["batch_id"]) == ids
+    truth = sb.batches()
+    for row in report.itertuples():
+        assert (row.outcome == "cancelled") == truth[row.batch_id]["cancelled"], row
+        if row.outcome == "skipped":
+            assert not any(r["batch_id"] == row.batch_id for r in sb.requests), f"{row.batch_id} was sent"
+    assert report.attrs["requests_sent"] == len(sb.requests)
+
+
+# -- a sink that raises: progress bar, journal, callback ----------------------------------------
+
+
+class _BrokenBar:
+    """A tqdm stand-in whose drawing fails after a few updates, as a broken front-end does."""
+
+    def __init__(self, *a: Any, **k: Any) -> None:
+        self.n = 0
+
+    def update(self, n: int = 1) -> None:
+        self.n += n
+        if self.n >= 5:
+            raise RuntimeError("the progress bar failed to draw")
+
+    def set_postfix_str(self, *a: Any, **k: Any) -> None:
+        pass
+
+    def close(self) -> None:
+        raise RuntimeError("and failed to close")
+
+
+def test_a_progress_bar_that_raises_ends_the_run_with_a_full_report(
+        sandbox: Sandbox, client: Client, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    import tqdm.auto
+
+    monkeypatch.setattr(tqdm.auto, "tqdm", _BrokenBar)
+    ids = sandbox.create_batches(120)
+    journal = tmp_path / "j.jsonl"
+    with pytest.warns(UserWarning, match="stopped on an error: RuntimeError: the progress bar failed to draw"):
+        report = sm.cancel_batches(ids, client=client, workers=4, progress=True, journal=journal)
+    settled(lambda: len(sandbox.requests), len(sandbox.requests))
+    agrees_with_sandbox(report, ids, sandbox)
+    assert report.attrs["stopped"] == "error" and "progress bar" in report.attrs["error"]
+    skipped = report[report["outcome"] == "skipped"]
+    assert len(skipped) >= 100 and set(skipped["error_code"]) == {"RUN_ERROR"}
+    # The journal, a healthy sink, kept recording every answer that arrived.
+    from smtoolkit.journal import read
+
+    _, recorded = read(journal)
+    sent = {r["batch_id"] for r in sandbox.requests}
+    assert sent <= set(recorded)
+
+
+def test_a_sink_that_raises_is_owned_by_the_run(sandbox: Sandbox, client: Client) -> None:
+    from smtoolkit.runner import RunState, run
+
+    ids = sandbox.create_batches(60)
+    seen: list[str] = []
+
+    def callback(r: sm.Result) -> None:
+        seen.append(r.batch_id or "")
+        if len(seen) == 3:
+            raise ValueError("a callback's own bug")
+
+    state = RunState()
+    results = run(ids, lambda i, stop: client.cancel(i, stop=stop), workers=4, on_result=[callback], state=state)
+    settled(lambda: len(sandbox.requests), len(sandbox.requests))
+    assert set(results) == set(ids) and len(seen) == 3
+    assert state.stopped == "error" and isinstance(state.error, ValueError)
+    truth = sandbox.batches()
+    for i, r in results.items():
+        assert (r.outcome is sm.Outcome.CANCELLED) == truth[i]["cancelled"]
+    assert sum(r.outcome is sm.Outcome.SKIPPED for r in results.values()) >= 50
+
+
+# -- the journal's disk fills up mid-run ---------------------------------------------------------
+
+
+@pytest.fixture
+def tiny_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 64 KiB tmpfs, nearly full: a journal there fails after a few dozen records."""
+    mount = tmp_path / "tiny"
+    mount.mkdir()
+    if sys.platform != "linux":
+        pytest.skip("mounting a tmpfs needs Linux")
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mount)],
+                          capture_output=True, text=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here ({done.stderr.strip() or 'not allowed'})")
+    try:
+        filler = mount / "filler"
+        with filler.open("wb") as fh:
+            try:
+                fh.write(b"x" * 60 * 1024)
+            except OSError:
+                pass
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], capture_output=True)
+
+
+def test_journal_disk_full_mid_run_returns_the_report(sandbox: Sandbox, client: Client, tiny_disk: Path) -> None:
+    ids = sandbox.create_batches(400)
+    journal = tiny_disk / "cleanup.jsonl"
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        report = sm.cancel_batches(ids, client=client, workers=8, progress=False, journal=journal)
+    settled(lambda: len(sandbox.requests), len(sandbox.requests))
+    agrees_with_sandbox(report, ids, sandbox)
+    assert report.attrs["stopped"] == "error"
+    assert "No space left on device" in report.attrs["error"] and str(journal) in report.attrs["error"]
+    skipped = report[report["outcome"] == "skipped"]
+    assert len(skipped) > 0 and set(skipped["error_code"]) == {"JOURNAL_ERROR"}
+    messages = [str(w.message) for w in caught]
+    assert sum("No space left on device" in m and str(journal) in m for m in messages) == 1, messages
+
+
+def test_cli_with_a_full_journal_disk_still_writes_out(sandbox: Sandbox, tiny_disk: Path, tmp_path: Path) -> None:
+    ids = sandbox.create_batches(300)
+    out = tmp_path / "report.csv"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SUPERMETRICS_")}
+    env.update(SUPERMETRICS_API_KEY=sandbox.api_key, PYTHONIOENCODING="utf-8")
+    p = subprocess.run([sys.executable, "-m", "smtoolkit", "cancel", *ids, "--yes", "--no-progress",
+                        "--base-url", sandbox.base_url, "--journal", str(tiny_disk / "j.jsonl"),
+                        "--out", str(out)], env=env, capture_output=True, text=True, timeout=120,
+                       stdin=subprocess.DEVNULL)
+    assert p.returncode == 1, p.stderr
+    assert "No space left on device" in p.stderr and "Traceback" not in p.stderr
+    written = pd.read_csv(out, dtype=str, keep_default_na=False)
+    assert list(written["batch_id"]) == ids
+    truth = sandbox.batches()
+    assert all((o == "cancelled") == truth[b]["cancelled"] for b, o in zip(written["batch_id"], written["outcome"]))
+    assert set(written.loc[written["outcome"] == "skipped", "error_code"]) == {"JOURNAL_ERROR"}
+
+
+# -- answers that never end, never come, or never stop growing ------------------------------------
+
+
+@pytest.mark.parametrize("behaviour", [drip_status_and_headers(0.05), drip_body(0.05), endless_continue(0.05)],
+                         ids=["headers", "body", "100-continue"])
+def test_a_dripping_answer_is_cut_at_the_timeout(behaviour: Any) -> None:
+    with Hostile(lambda m, p: behaviour) as h:
+        started = time.monotonic()
+        report = sm.cancel_batches(["qrb_a", "qrb_b"], api_key="k", base_url=h.base_url, timeout=1.0,
+                                   max_retries=1, row_deadline=1.5, backoff_base=0.01, progress=False)
+        took = time.monotonic() - started
+        settled(h.count, h.count())
+    assert list(report["outcome"]) == ["network_error"] * 2
+    assert report["error_message"].str.contains("no complete answer within the timeout").all()
+    assert (report["elapsed_s"] <= 1.5 + 1.0 + 0.5).all(), report["elapsed_s"]
+    assert took < 2 * (1.5 + 1.0) + 1.0
+    assert report.attrs["requests_sent"] == h.count()
+
+
+def test_a_server_that_never_answers_bounds_every_row() -> None:
+    row_deadline, timeout = 2.0, 0.7
+    with Hostile(lambda m, p: silent()) as h:
+        report = sm.cancel_batches([f"qrb_{i}" for i in range(3)], api_key="k", base_url=h.base_url,
+                                   timeout=timeout, row_deadline=row_deadline, max_retries=1,
+                                   backoff_base=0.01, backoff_cap=0.05, workers=3, progress=False)
+        settled(h.count, h.count())
+        methods = [r["method"] for r in h.log]
+    assert set(report["outcome"]) == {"network_error"}
+    # Retries and the verification GETs all fit in the row's deadline plus one exchange.
+    assert (report["elapsed_s"] <= row_deadline + timeout + 0.3).all(), report["elapsed_s"].tolist()
+    assert "GET" in methods and "DELETE" in methods
+    assert report["attempts"].sum() == len(methods) == report.attrs["requests_sent"]
+
+
+_RSS_CHILD = textwrap.dedent("""
+    import json, resource, sys
+    import smtoolkit as sm
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    report = sm.cancel_batches(["qrb_a"], api_key="k", base_url=sys.argv[1], max_retries=1,
+                               backoff_base=0.01, timeout=60, progress=False)
+    after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print(json.dumps({"grew_kib": after - before, "row": report.iloc[0][["outcome", "error_code", "http_status"]]
+                      .astype(str).to_dict(), "sent": report.attrs["requests_sent"]}))
+""")
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="resource.getrusage is POSIX")
+@pytest.mark.parametrize("behaviour, status, outcome", [
+    (huge_body(200 * 2**20, status=200), 200, "stopping"),
+    (huge_body(200 * 2**20, status=503, chunked=True), 503, "server_error"),
+    (gzip_bomb(2**30, status=200), 200, "stopping"),
+], ids=["200MB-body", "200MB-chunked-5xx", "1GB-gzip-bomb"])
+def test_enormous_answers_are_cut_and_memory_stays_bounded(behaviour: Any, status: int, outcome: str) -> None:
+    with Hostile(lambda m, p: behaviour) as h:
+        done = subprocess.run([sys.executable, "-c", _RSS_CHILD, h.base_url], capture_output=True, text=True,
+                              timeout=120, cwd=REPO)
+        settled(h.count, h.count())
+        sent = h.count()
+    assert done.returncode == 0, done.stderr
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    assert out["row"]["error_code"] == "RESPONSE_TOO_LARGE" and out["row"]["outcome"] == outcome
+    assert out["sent"] == sent
+    # Several answers of 200 MB or 1 GB inflated: peak memory grows by a few MiB, not hundreds.
+    assert out["grew_kib"] < 40 * 1024, f"peak RSS grew by {out['grew_kib'] / 1024:.0f} MiB"
+
+
+# -- absurd headers and non-string server text ----------------------------------------------------
+
+
+@pytest.mark.parametrize("limit, remaining", [
+    ("9" * 400, "9223372036854775808"), ("-5", "-1"), ("abc", "1e9"), ("1" * 20, "٣"), ("", " "),
+])
+def test_absurd_rate_limit_headers_never_break_the_report(limit: str, remaining: str) -> None:
+    def behave(method: str, path: str) -> Any:
+        return reply(200, stopped_batch(path.rsplit("/", 1)[-1]),
+                     {"X-RateLimit-Limit": limit, "X-RateLimit-Remaining": remaining, "Retry-After": "9" * 300})
+
+    ids = [f"qrb_{i}" for i in range(5)]
+    with Hostile(behave) as h:
+        report = sm.cancel_batches(ids, api_key="k", base_url=h.base_url, progress=False)
+        settled(h.count, h.count())
+    assert list(report["outcome"]) == ["cancelled"] * 5 and h.count() == 5
+    assert str(report["ratelimit_remaining"].dtype) == "Int64" and report["ratelimit_remaining"].isna().all()
+    assert report.attrs["ratelimit_limit"] is None and report.attrs["reserve"] == 0
+
+
+def test_non_string_error_fields_are_kept_as_json() -> None:
+    body = {"meta": {"request_id": ["r", 1]},
+            "error": {"code": {"a": 1}, "message": 404, "description": [True, None, "東京 → Ł"]}}
+    with Hostile(lambda m, p: reply(404, body)) as h:
+        report = sm.cancel_batches(["qrb_a"], api_key="k", base_url=h.base_url, progress=False)
+    row = report.iloc[0]
+    assert row["outcome"] == "not_found"
+    assert (row["error_code"], row["error_message"], row["error_description"], row["request_id"]) == \
+        ('{"a":1}', "404", '[true,null,"東京 → Ł"]', '["r",1]')
+
+
+# -- the journal: one API, one run at a time ------------------------------------------------------
+
+
+def test_a_journal_with_a_foreign_section_is_refused_before_sending(
+        tmp_path: Path, sandbox: Sandbox, client: Client) -> None:
+    ids = sandbox.create_batches(3)
+    journal = tmp_path / "j.jsonl"
+    sm.cancel_batches(ids[:1], client=client, journal=journal, progress=False)
+    # Another API's journal appended to this one: its records must never count here.
+    journal.write_text(journal.read_text() + json.dumps(
+        {"format": "smtoolkit-journal", "version": 1, "base_url": "https://elsewhere.example/v2"}) + "\n" +
+        json.dumps({"batch_id": ids[1], "outcome": "cancelled"}) + "\n")
+    before = len(sandbox.requests)
+    with pytest.raises(JournalError, match=r"line 3 .*elsewhere\.example"):
+        sm.cancel_batches(ids, client=client, journal=journal, progress=False)
+    assert len(sandbox.requests) == before
+    assert not sandbox.batch(ids[1])["cancelled"]  # type: ignore[index]
+
+
+def test_records_before_any_header_are_not_trusted(tmp_path: Path, sandbox: Sandbox, client: Client) -> None:
+    ids = sandbox.create_batches(2)
+    journal = tmp_path / "j.jsonl"
+    journal.write_text(json.dumps({"batch_id": ids[0], "outcome": "cancelled"}) + "\n")
+    report = sm.cancel_batches(ids, client=client, journal=journal, progress=False)
+    assert report.attrs["resumed_from_journal"] == 0
+    assert {r["batch_id"] for r in sandbox.requests} == set(ids)
+    assert list(report["outcome"]) == ["cancelled", "cancelled"]
+
+
+def test_two_runs_on_one_journal_the_second_is_refused(tmp_path: Path, sandbox: Sandbox) -> None:
+    ids = sandbox.create_batches(40)
+    journal = tmp_path / "j.jsonl"
+    sandbox.set_faults(latency=0.05)
+    first: dict[str, pd.DataFrame] = {}
+    with Client(api_key=sandbox.api_key, base_url=sandbox.base_url) as c1, \
+            Client(api_key=sandbox.api_key, base_url=sandbox.base_url) as c2:
+        t = threading.Thread(target=lambda: first.update(r=sm.cancel_batches(ids, client=c1, journal=journal,
+                                                                             workers=2, progress=False)))
+        t.start()
+        while not journal.exists() or not sandbox.requests:
+            time.sleep(0.01)
+        sent_by_first = len(sandbox.requests)
+        with pytest.raises(JournalError, match=r"j\.jsonl.*in use by another run in this process"):
+            sm.cancel_batches(ids, client=c2, journal=journal, progress=False)
+        t.join(60)
+    agrees_with_sandbox(first["r"], ids, sandbox)
+    assert len(sandbox.requests) == first["r"].attrs["requests_sent"] >= sent_by_first
+    assert sorted(r["batch_id"] for r in sandbox.requests) == sorted(ids)  # each sent once, by the first run
+
+
+_HOLDER = textwrap.dedent("""
+    import sys, time
+    from smtoolkit.journal import Journal
+    with Journal(sys.argv[1], sys.argv[2]):
+        print("locked", flush=True)
+        time.sleep(60)
+""")
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs SIGKILL")
+def test_another_process_is_named_and_a_killed_one_never_blocks(tmp_path: Path, sandbox: Sandbox,
+                                                                client: Client) -> None:
+    ids = sandbox.create_batches(3)
+    journal = tmp_path / "j.jsonl"
+    holder = subprocess.Popen([sys.executable, "-c", _HOLDER, str(journal), sandbox.base_url],
+                              stdout=subprocess.PIPE, text=True, cwd=REPO)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
+        expected = f"process {holder.pid}" if sys.platform.startswith("linux") else "another run"
+        with pytest.raises(JournalError, match=expected):
+            sm.cancel_batches(ids, client=client, journal=journal, progress=False)
+        assert sandbox.requests == []
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait(10)
+    report = sm.cancel_batches(ids, client=client, journal=journal, progress=False)
+    assert list(report["outcome"]) == ["cancelled"] * 3
+
+
+# -- two runs sharing one client ------------------------------------------------------------------
+
+
+def test_two_runs_sharing_a_client_count_only_their_own_requests(sandbox: Sandbox) -> None:
+    a, b = sandbox.create_batches(30), sandbox.create_batches(50)
+    sandbox.set_faults(latency=0.01, throttle_rate=0.1)
+    reports: dict[str, pd.DataFrame] = {}
+    with Client(api_key=sandbox.api_key, base_url=sandbox.base_url, max_rps=40, backoff_base=0.01) as shared:
+        threads = [threading.Thread(target=lambda n=n, ids=ids: reports.update(
+            {n: sm.cancel_batches(ids, client=shared, workers=3, progress=False)})) for n, ids in (("a", a), ("b", b))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(120)
+    for name, ids in (("a", a), ("b", b)):
+        mine = [r for r in sandbox.requests if r["batch_id"] in set(ids)]
+        assert reports[name].attrs["requests_sent"] == len(mine)
+        assert reports[name].attrs["throttled"] == sum(r["status"] == 429 for r in mine)
+        assert reports[name]["attempts"].sum() == len(mine)
