@@ -197,18 +197,23 @@ def test_a_dripping_answer_is_cut_at_the_timeout(behaviour: Any) -> None:
     assert report.attrs["requests_sent"] == h.count()
 
 
-def test_a_server_that_never_answers_bounds_every_row() -> None:
+@pytest.mark.parametrize("max_retries", [1, 50])
+def test_a_server_that_never_answers_bounds_every_row(max_retries: int) -> None:
     row_deadline, timeout = 2.0, 0.7
     with Hostile(lambda m, p: silent()) as h:
+        started = time.monotonic()
         report = sm.cancel_batches([f"qrb_{i}" for i in range(3)], api_key="k", base_url=h.base_url,
-                                   timeout=timeout, row_deadline=row_deadline, max_retries=1,
+                                   timeout=timeout, row_deadline=row_deadline, max_retries=max_retries,
                                    backoff_base=0.01, backoff_cap=0.05, workers=3, progress=False)
+        took = time.monotonic() - started
         settled(h.count, h.count())
         methods = [r["method"] for r in h.log]
     assert set(report["outcome"]) == {"network_error"}
     # Retries and the verification GETs all fit in the row's deadline plus one exchange.
     assert (report["elapsed_s"] <= row_deadline + timeout + 0.3).all(), report["elapsed_s"].tolist()
-    assert "GET" in methods and "DELETE" in methods
+    assert took <= row_deadline + timeout + 1.0
+    if max_retries == 1:  # the DELETE gave up early enough for a verification GET
+        assert "GET" in methods and "DELETE" in methods
     assert report["attempts"].sum() == len(methods) == report.attrs["requests_sent"]
 
 
@@ -373,3 +378,134 @@ def test_two_runs_sharing_a_client_count_only_their_own_requests(sandbox: Sandbo
         assert reports[name].attrs["requests_sent"] == len(mine)
         assert reports[name].attrs["throttled"] == sum(r["status"] == 429 for r in mine)
         assert reports[name]["attempts"].sum() == len(mine)
+
+
+# -- the CLI on a console that cannot print a character --------------------------------------------
+
+
+def _cli(args: list[str], key: str, encoding: str = "cp1252", timeout: float = 120) -> subprocess.CompletedProcess[bytes]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SUPERMETRICS_")}
+    env.update(SUPERMETRICS_API_KEY=key, PYTHONIOENCODING=encoding)
+    return subprocess.run([sys.executable, "-m", "smtoolkit", *args], env=env, capture_output=True,
+                          timeout=timeout, stdin=subprocess.DEVNULL, cwd=REPO)
+
+
+@pytest.mark.parametrize("output", ["table", "csv", "json"])
+def test_cli_on_a_cp1252_console_prints_what_it_can_and_writes_out_first(tmp_path: Path, output: str) -> None:
+    text = "東京 → Ł ok"
+    ids = ["qrb_ok1", "qrb_bad", "qrb_ok2"]
+
+    def behave(method: str, path: str) -> Any:
+        batch_id = path.rsplit("/", 1)[-1]
+        if batch_id == "qrb_bad":
+            return reply(400, {"error": {"code": "BAD_REQUEST", "message": text, "description": text}})
+        body = stopped_batch(batch_id)
+        body["data"]["description"] = text
+        return reply(200, body)
+
+    source = tmp_path / "ids.csv"
+    source.write_text("batch_id,note\n" + "".join(f"{i},{text}\n" for i in ids), encoding="utf-8")
+    out = tmp_path / "report.csv"
+    with Hostile(behave) as h:
+        p = _cli(["cancel", "-f", str(source), "--yes", "--no-progress", "-o", output, "--base-url", h.base_url,
+                  "--out", str(out)], key="k")
+        settled(h.count, h.count())
+    stderr = p.stderr.decode("cp1252", "replace")
+    assert p.returncode == 1, stderr  # one row failed (client_error): documented exit 1, not 3
+    assert "Traceback" not in stderr and "configuration error" not in stderr
+    p.stdout.decode("cp1252")  # what reached the console is valid in its encoding
+    written = pd.read_csv(out, dtype=str, keep_default_na=False, encoding="utf-8")
+    assert list(written["batch_id"]) == ids and list(written["note"]) == [text] * 3
+    assert list(written["outcome"]) == ["cancelled", "client_error", "cancelled"]
+    assert written.loc[1, "error_message"] == text
+    if output == "csv":
+        assert b"qrb_bad" in p.stdout and b"? ? \x81 ok" not in p.stdout and b"?? ? ? ok" in p.stdout
+    if output == "json":  # JSON escapes what the console cannot show: nothing lost at all
+        assert [r["note"] for r in json.loads(p.stdout)] == [text] * 3
+
+
+def test_cli_status_table_with_unprintable_descriptions(sandbox: Sandbox, tmp_path: Path) -> None:
+    ids = sandbox.create_batches(3, description="東京 → Łódź")
+    out = tmp_path / "status.csv"
+    p = _cli(["status", *ids, "--no-progress", "--base-url", sandbox.base_url, "--out", str(out)], key=sandbox.api_key)
+    assert p.returncode == 0, p.stderr.decode("cp1252", "replace")
+    shown = p.stdout.decode("cp1252")
+    assert all(i in shown for i in ids) and "? ? ?ód?" in shown
+    assert pd.read_csv(out, dtype=str)["description"].str.startswith("東京 → Łódź").all()
+
+
+def test_cli_an_unwritable_out_after_the_run_still_prints_and_fails(sandbox: Sandbox, tmp_path: Path) -> None:
+    ids = sandbox.create_batches(2)
+    target = tmp_path / "gone"
+    target.mkdir()
+    out = target / "report.csv"
+    holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+        import os, shutil, sys, time
+        # Remove the directory once the run has started, so --out fails only after the cancels.
+        time.sleep(0.8)
+        shutil.rmtree({str(target)!r})
+    """)])
+    sandbox.set_faults(latency=0.5)
+    p = _cli(["cancel", *ids, "--yes", "--no-progress", "-o", "csv", "--workers", "1",
+              "--base-url", sandbox.base_url, "--out", str(out)], key=sandbox.api_key, encoding="utf-8")
+    holder.wait(10)
+    stderr = p.stderr.decode()
+    assert p.returncode == 1 and "the report could not be written" in stderr, stderr
+    assert all(i.encode() in p.stdout for i in ids)  # the report still reached stdout
+    assert sum(b["cancelled"] for b in sandbox.batches().values()) == 2
+
+
+# -- building the report can never fail because of what a server or a journal held ---------------
+
+
+def test_report_columns_take_any_value_a_result_can_hold() -> None:
+    from datetime import datetime, timezone
+
+    from smtoolkit import frames
+    from smtoolkit.core.ids import plan
+
+    far = datetime(9999, 12, 31, tzinfo=timezone.utc)
+    early = datetime(1, 1, 1, tzinfo=timezone.utc)
+    results = {
+        "qrb_a": sm.Result("qrb_a", sm.Outcome.CANCELLED, http_status=2**70, ratelimit_remaining=2**63,
+                           cancel_time=far, end_time=early, attempts=2**64, error_code={"a": 1},  # type: ignore[arg-type]
+                           elapsed_s=float("inf")),
+        "qrb_b": sm.Result("qrb_b", sm.Outcome.NOT_FOUND, http_status=404, ratelimit_remaining=-(2**64)),
+    }
+    p = plan(["qrb_a", "qrb_b"])
+    report = frames.build_report(pd.DataFrame(index=range(2)), ["qrb_a", "qrb_b"], p, results, {})
+    assert report["http_status"].isna().tolist() == [True, False]
+    assert report["ratelimit_remaining"].isna().all() and str(report["ratelimit_remaining"].dtype) == "Int64"
+    assert report["cancel_time"].isna().all() and report["end_time"].isna().all()
+    assert report.loc[0, "error_code"] == '{"a":1}' and report.loc[0, "attempts"] == 0
+
+
+def test_a_journal_with_absurd_values_reads_back_sanely(tmp_path: Path, sandbox: Sandbox, client: Client) -> None:
+    ids = sandbox.create_batches(2)
+    journal = tmp_path / "j.jsonl"
+    journal.write_text(
+        json.dumps({"format": "smtoolkit-journal", "version": 1, "base_url": sandbox.base_url}) + "\n"
+        + json.dumps({"batch_id": ids[0], "outcome": "cancelled", "http_status": 2**80, "ratelimit_remaining": 10**30,
+                      "attempts": -5, "elapsed_s": "x", "cancel_time": "9999-12-31T00:00:00Z",
+                      "error_code": {"x": [1]}}) + "\n")
+    report = sm.cancel_batches(ids, client=client, journal=journal, progress=False)
+    assert list(report["outcome"]) == ["cancelled", "cancelled"]
+    assert {r["batch_id"] for r in sandbox.requests} == {ids[1]}  # the journaled one is final
+    row = report.iloc[0]
+    assert pd.isna(row["http_status"]) and pd.isna(row["ratelimit_remaining"]) and row["attempts"] == 0
+
+
+def test_get_batches_with_hostile_batch_fields() -> None:
+    def behave(method: str, path: str) -> Any:
+        body = stopped_batch(path.rsplit("/", 1)[-1])
+        body["data"].update(query_amount=2**70, query_concurrency=True, timeout_minutes="30",
+                            description={"k": ["東京"]}, schedule_time="9999-12-31T00:00:00Z",
+                            split_accounts_policy=None)
+        return reply(200, body, {"X-RateLimit-Remaining": "1" * 30})
+
+    with Hostile(behave) as h:
+        report = sm.get_batches(["qrb_a"], api_key="k", base_url=h.base_url, progress=False)
+    row = report.iloc[0]
+    assert pd.isna(row["query_amount"]) and pd.isna(row["query_concurrency"]) and pd.isna(row["timeout_minutes"])
+    assert row["description"] == '{"k":["東京"]}' and pd.isna(row["split_accounts_policy"])
+    assert row["outcome"] == "already_stopped"
