@@ -12,16 +12,15 @@ from __future__ import annotations
 
 import argparse
 import gc
-import os
 import re
 import signal
 import subprocess
 import sys
 import time
 import tracemalloc
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Callable
 
 import requests
 from requests.adapters import HTTPAdapter

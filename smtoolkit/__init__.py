@@ -10,7 +10,7 @@ from ._version import __version__
 from .api import cancel_batch, cancel_batches, get_batches
 from .client import Client
 from .core.outcomes import FINAL, Outcome, Result
-from .errors import ConfigError, InputError, SmtoolkitError
+from .errors import ConfigError, InputError, JournalError, SmtoolkitError
 from .frames import export_csv, summarize
 
 __all__ = [
@@ -19,6 +19,7 @@ __all__ = [
     "ConfigError",
     "FINAL",
     "InputError",
+    "JournalError",
     "Outcome",
     "Result",
     "SmtoolkitError",

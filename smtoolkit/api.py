@@ -11,11 +11,11 @@ import inspect
 import logging
 import os
 import threading
-import time
 import warnings
+from collections.abc import Callable
 from contextlib import nullcontext
-from datetime import datetime, timezone
-from typing import Any, Callable
+from datetime import UTC, datetime
+from typing import Any
 
 import pandas as pd
 
@@ -26,13 +26,10 @@ from .core.outcomes import Outcome, Result
 from .errors import ConfigError, InputError, JournalError
 from .journal import Journal
 from .progress import Progress
-from .runner import RunState, describe_error, run, skip_label
+from .runner import MAX_WORKERS, CancelAndWait, RunResult, describe_error, run
 
 log = logging.getLogger("smtoolkit")
 
-MAX_WORKERS = 64
-# Polling after a cancel that still reads QUEUED/RUNNING: first gap, growth, longest gap.
-POLL_FIRST, POLL_GROWTH, POLL_MAX = 0.5, 1.5, 5.0
 
 
 # Arguments of the functions below, for did-you-mean hints on a misspelt keyword.
@@ -79,51 +76,12 @@ def _check_wait(wait: Any) -> float | None:
     return float(wait) or None
 
 
-class _Poller:
-    """After a cancel that still reads QUEUED/RUNNING, polls GET until STOPPED or time is up."""
-
-    def __init__(self, client: Client, wait: float | None, tally: Tally | None = None) -> None:
-        self.client, self.wait, self.tally = client, wait, tally
-        self.polls = 0
-        self._lock = threading.Lock()
-
-    def cancel(self, batch_id: str, stop: threading.Event) -> Result:
-        r = self.client.cancel(batch_id, stop=stop, tally=self.tally)
-        if not self.wait or r.outcome is not Outcome.STOPPING:
-            return r
-        deadline = time.monotonic() + self.wait
-        gap = POLL_FIRST
-        while not stop.is_set():
-            left = deadline - time.monotonic()
-            if left <= 0:
-                break
-            if stop.wait(min(gap, left)):
-                break
-            seen = self.client.lookup(batch_id, stop=stop, tally=self.tally)
-            if seen.attempts == 0:
-                break  # not sent: the run stopped or the budget reached the reserve
-            with self._lock:
-                self.polls += seen.attempts
-            r.attempts += seen.attempts
-            if seen.http_status == 200 and seen.status_code is not None:
-                r.status_code, r.request_id = seen.status_code, seen.request_id
-                r.cancel_time = seen.cancel_time or r.cancel_time
-                r.end_time = seen.end_time
-                r.ratelimit_remaining = seen.ratelimit_remaining
-                if seen.status_code == "STOPPED":
-                    r.outcome = Outcome.CANCELLED
-                    return r
-            gap = min(gap * POLL_GROWTH, POLL_MAX)
-        r.error_description = f"still {r.status_code} after waiting {self.wait:g} s for it to stop"
-        return r
-
-
 def cancel_batch(batch_id: str, client: Client | None = None, *, wait: float | None = None,
                  **client_kwargs: Any) -> Result:
     """Cancel one batch. Returns a `Result` with the same fields as one report row."""
     wait = _check_wait(wait)
     with _ClientScope(client, client_kwargs) as c:
-        return _Poller(c, wait).cancel(batch_id, threading.Event())
+        return CancelAndWait(c, wait)(batch_id, threading.Event())
 
 
 def cancel_batches(
@@ -156,7 +114,7 @@ def cancel_batches(
     wait = _check_wait(wait)
     frame, values = frames.extract(batches, column)
     p = plan(values)
-    started = datetime.now(timezone.utc)
+    started = datetime.now(UTC)
     with _ClientScope(client, client_kwargs) as c:
         jr = Journal(journal, c.base_url, write=not dry_run) if journal is not None else None
         # Locks and reads the journal; raises JournalError before anything is sent.
@@ -164,8 +122,7 @@ def cancel_batches(
             done = jr.done() if jr is not None else {}
             todo = [i for i in p.unique if i not in done]
             tally = Tally()
-            poller = _Poller(c, wait, tally)
-            state = RunState()
+            poller = CancelAndWait(c, wait, tally)
             bar = Progress(len(todo), enabled=bool(progress), desc="dry run" if dry_run else "cancelling",
                            budget=lambda: {**c.pacing(), "polls": poller.polls})
             warned = _budget_warning(c, len(todo))
@@ -180,20 +137,20 @@ def cancel_batches(
             sinks: list[Callable[[Result], None]] = [budget_check, bar.update]
             if jr is not None and jr.write:
                 sinks.insert(0, jr.append)
-            operation: Callable[[str, threading.Event], Result] = poller.cancel
+            operation: Callable[[str, threading.Event], Result] = poller
             if dry_run:
                 operation = lambda i, stop: c.lookup(i, stop=stop, tally=tally)  # noqa: E731
-            results = run(todo, operation, workers=workers, on_result=sinks,
-                          stop_on_auth_error=stop_on_auth_error, state=state)
+            outcome = run(todo, operation, workers=workers, on_result=sinks,
+                          stop_on_auth_error=stop_on_auth_error)
             _quietly(bar.close)
             saved = _closing(jr)
-            if isinstance(state.error, JournalError):
+            if isinstance(outcome.error, JournalError):
                 saved = None  # the same failure, already the reason the run ended
-        results.update(done)
+        results = {**outcome.results, **done}
         info = c.pacing()
         attrs = {
             "started_at": started.isoformat(),
-            "finished_at": datetime.now(timezone.utc).isoformat(),
+            "finished_at": datetime.now(UTC).isoformat(),
             "base_url": c.base_url,
             "dry_run": bool(dry_run),
             "workers": workers,
@@ -204,13 +161,13 @@ def cancel_batches(
             "ratelimit_limit": info["ratelimit_limit"],
             "ratelimit_remaining": info["ratelimit_remaining"],
             "reserve": info["reserve"],
-            "stopped": state.stopped,
-            "error": state.error_text or saved,
+            "stopped": outcome.halt.value if outcome.halt else None,
+            "error": outcome.error_text or saved,
             "resumed_from_journal": len(done),
             "journal": str(jr.path) if jr is not None else None,
         }
     report = frames.build_report(frame, values, p, results, attrs)
-    _announce(state, report, saved)
+    _announce(outcome, report, saved)
     return report
 
 
@@ -256,26 +213,14 @@ def _budget_warning(c: Client, needed: int) -> bool:
     return True
 
 
-def _announce(state: RunState, report: pd.DataFrame, saved: str | None = None) -> None:
+def _announce(outcome: RunResult, report: pd.DataFrame, saved: str | None = None) -> None:
     if saved is not None:
         _warn(f"{saved}: its last records may be missing; the report returned is complete", stacklevel=3)
-    if state.stopped is None:
-        return
     skipped = int((report["outcome"] == Outcome.SKIPPED.value).sum()) if len(report) else 0
-    code = skip_label(state)[0]
-    messages = {
-        "auth": f"stopped after an unauthorized/forbidden answer: {skipped} row(s) not sent "
-                "(skipped/SKIPPED_AUTH_FAILED). Check the API key, then run again.",
-        "reserve": f"stopped at the budget reserve: {skipped} row(s) not sent (skipped/BUDGET_RESERVE). "
-                   "Run the skipped rows again after the hourly window resets, or lower reserve=.",
-        "interrupt": f"interrupted: {skipped} row(s) not sent (skipped/INTERRUPTED); "
-                     "the report holds every answer received.",
-        "error": f"stopped on an error: {state.error_text}. {skipped} row(s) not sent (skipped/{code}); "
-                 "the report holds every answer received.",
-    }
-    message = messages.get(state.stopped, f"stopped ({state.stopped}): {skipped} row(s) not sent")
-    _warn(message, stacklevel=3)
-    log.warning(message)
+    message = outcome.message(skipped)
+    if message is not None:
+        _warn(message, stacklevel=3)
+        log.warning(message)
 
 
 def get_batches(
@@ -305,14 +250,14 @@ def get_batches(
         def operation(batch_id: str, stop: threading.Event) -> Result:
             r = c.lookup(batch_id, stop=stop, tally=tally)
             if with_progress and r.http_status == 200 and not stop.is_set():
-                counts[batch_id] = c.query_progress(batch_id, stop=stop, tally=tally)
+                counts[batch_id] = c.query_counts(batch_id, stop=stop, tally=tally)
             return r
 
-        state = RunState()
-        results = run(p.unique, operation, workers=workers, on_result=[bar.update], state=state)
+        outcome = run(p.unique, operation, workers=workers, on_result=[bar.update])
         _quietly(bar.close)
-        attrs = {"base_url": c.base_url, "requests_sent": tally.sent, "stopped": state.stopped,
-                 "error": state.error_text}
+        results = outcome.results
+        attrs = {"base_url": c.base_url, "requests_sent": tally.sent,
+                 "stopped": outcome.halt.value if outcome.halt else None, "error": outcome.error_text}
     report = frames.build_report(frame, values, p, results, attrs)
     records = [(results[b].batch or {}) if b is not None and b in results else {} for b in p.ids]
     for name in BATCH_FIELDS:
@@ -327,7 +272,7 @@ def get_batches(
         for key in ("queued", "running", "success", "failure"):
             report[key] = frames.int_column([(counts.get(b) or {}).get(key) if b else None for b in p.ids],
                                             report.index)
-    _announce(state, report)
+    _announce(outcome, report)
     return report
 
 

@@ -8,16 +8,17 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import TYPE_CHECKING, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 from ._version import __version__
+from .runner import MAX_WORKERS
 
 if TYPE_CHECKING:
     import pandas as pd
 
     from .client import Client
 
-_FINE = ["cancelled", "already_stopped", "not_found", "duplicate", "would_cancel"]
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_CONFIG, EXIT_INTERNAL, EXIT_INTERRUPTED = 0, 1, 2, 3, 4, 130
 DEMO_REPORT = "smtoolkit-demo-report.csv"
@@ -27,7 +28,7 @@ class UsageError(Exception):
     """Wrong arguments or input on the command line (exit 2)."""
 
 
-def _read_ids(args: argparse.Namespace) -> "pd.DataFrame":
+def _read_ids(args: argparse.Namespace) -> pd.DataFrame:
     """IDs from the arguments and/or a CSV/TSV file ('-' is stdin), as a DataFrame."""
     import pandas as pd
 
@@ -41,7 +42,7 @@ def _read_ids(args: argparse.Namespace) -> "pd.DataFrame":
     return pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
 
 
-def _read_file(name: str, column: str) -> "pd.DataFrame":
+def _read_file(name: str, column: str) -> pd.DataFrame:
     import io
 
     import pandas as pd
@@ -87,7 +88,7 @@ def _confirm(question: str, stdin_used: bool) -> bool:
     return answer.strip().lower() in ("y", "yes")
 
 
-def _client(args: argparse.Namespace) -> "Client":
+def _client(args: argparse.Namespace) -> Client:
     from .client import Client
     from .config import base_url_from_env
 
@@ -105,7 +106,7 @@ def _check_out(path: str | None) -> None:
             raise UsageError(f"cannot write --out {path!r}: not a file in an existing directory")
 
 
-def _emit(report: "pd.DataFrame", args: argparse.Namespace, show: Callable[[], None] | None = None) -> int:
+def _emit(report: pd.DataFrame, args: argparse.Namespace, show: Callable[[], None] | None = None) -> int:
     """Write --out first (the report must not be lost to a console that cannot print it),
     then print the results. Returns the exit code, at least 1 when --out failed."""
     from .frames import export_csv
@@ -139,7 +140,7 @@ def _drop_stdout() -> None:
         pass
 
 
-def _print_results(report: "pd.DataFrame", args: argparse.Namespace) -> None:
+def _print_results(report: pd.DataFrame, args: argparse.Namespace) -> None:
     from .frames import summarize
 
     if args.output == "csv":
@@ -148,14 +149,14 @@ def _print_results(report: "pd.DataFrame", args: argparse.Namespace) -> None:
         sys.stdout.write(report.to_json(orient="records", date_format="iso", indent=1) + "\n")
     else:
         print(summarize(report).to_string())
-        failed = report[~report["outcome"].isin(_FINE)]
+        failed = report[~report["outcome"].isin(_fine())]
         if len(failed):
             cols = [c for c in ("batch_id", "outcome", "error_code", "error_message") if c in failed.columns]
             print(f"\n{len(failed)} row(s) need attention:")
             print(failed[cols].head(20).to_string(index=False))
 
 
-def _exit_code(report: "pd.DataFrame") -> int:
+def _exit_code(report: pd.DataFrame) -> int:
     stopped = report.attrs.get("stopped")
     if stopped == "interrupt":
         return EXIT_INTERRUPTED
@@ -163,7 +164,13 @@ def _exit_code(report: "pd.DataFrame") -> int:
         return EXIT_CONFIG
     if stopped == "error" or report.attrs.get("error"):
         return EXIT_FAILED  # the run ended early, or its journal is incomplete
-    return EXIT_OK if report["outcome"].isin(_FINE).all() else EXIT_FAILED
+    return EXIT_OK if report["outcome"].isin(_fine()).all() else EXIT_FAILED
+
+
+def _fine() -> list[str]:
+    from .core.outcomes import FINE
+
+    return [o.value for o in FINE]
 
 
 def _cancel(args: argparse.Namespace) -> int:
@@ -212,9 +219,8 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _sandbox(args: argparse.Namespace) -> int:
-    from .sandbox import Faults, Sandbox
-
     from .errors import ConfigError
+    from .sandbox import Faults, Sandbox
 
     try:  # the sandbox shares no code with the client: its refusals are plain ValueErrors
         faults = Faults(latency=args.latency, error_rate=args.error_rate, throttle_rate=args.throttle_rate)
@@ -266,7 +272,7 @@ def _count(text: str) -> int:
 
 
 def _workers(text: str) -> int:
-    return int(_number(text, lambda v: 1 <= v <= 64 and v == int(v), "a whole number from 1 to 64"))
+    return int(_number(text, lambda v: 1 <= v <= MAX_WORKERS and v == int(v), f"a whole number from 1 to {MAX_WORKERS}"))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -284,7 +290,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--column", default="batch_id", help="the column holding the IDs (default batch_id)")
         p.add_argument("--base-url", default=None,
                        help="API base URL (default $SUPERMETRICS_BASE_URL or the Supermetrics API)")
-        p.add_argument("--workers", type=_workers, default=4, help="parallel requests, 1 to 64 (default 4)")
+        p.add_argument("--workers", type=_workers, default=4, help=f"parallel requests, 1 to {MAX_WORKERS} (default 4)")
         p.add_argument("--max-rps", type=_positive, default=20.0, help="requests per second at most (default 20)")
         p.add_argument("--reserve", type=_count, default=None,
                        help="hourly requests left untouched for production (default 10%% of the limit)")
@@ -340,14 +346,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help(sys.stderr)
         return EXIT_USAGE
-    import logging
     import warnings
 
     from .errors import ConfigError, InputError
 
     _tolerant_streams()
     # Warnings are the CLI's messages: once each, as one line on stderr, no source line.
-    logging.getLogger("smtoolkit").addHandler(logging.NullHandler())
     warnings.showwarning = lambda message, *a, **k: print(f"warning: {message}", file=sys.stderr)
     try:
         return int(args.func(args))

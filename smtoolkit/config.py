@@ -7,7 +7,7 @@ import os
 import re
 from urllib.parse import urlsplit
 
-from .errors import ConfigError
+from .errors import ConfigError, MissingKeyError
 
 DEFAULT_BASE_URL = "https://api.supermetrics.com/enterprise/v2"
 API_KEY_ENV = "SUPERMETRICS_API_KEY"
@@ -18,7 +18,7 @@ def api_key_from(value: str | None) -> str:
     """The API key given, else $SUPERMETRICS_API_KEY; a clear error when there is none."""
     key = value if value is not None else os.environ.get(API_KEY_ENV)
     if key is None or not str(key).strip():
-        raise ConfigError(
+        raise MissingKeyError(
             f"no API key: pass api_key=... or set the environment variable {API_KEY_ENV}"
         )
     if not isinstance(key, str):

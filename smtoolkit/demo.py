@@ -12,7 +12,7 @@ from .client import Client
 from .frames import export_csv, summarize
 
 
-def demo_input(sb: "object") -> pd.DataFrame:
+def demo_input(sb: object) -> pd.DataFrame:
     """A realistic mix of batch IDs, each with the outcome a correct run must report."""
     from .sandbox import Sandbox
 
@@ -51,7 +51,7 @@ def run_demo(out: str | Path, progress: bool = True) -> int:
     print(f"\nReport: {path} ({len(report)} rows; {report.attrs['requests_sent']} requests, "
           f"{report.attrs['throttled']} throttled)")
     wrong = report[report["outcome"] != report["expected"]]
-    lied = [b for b, o in zip(report["batch_id"], report["outcome"])
+    lied = [b for b, o in zip(report["batch_id"], report["outcome"], strict=False)
             if o == "cancelled" and not truth.get(str(b), {}).get("cancelled")]
     if len(wrong) or lied:
         print(f"{len(wrong)} row(s) did not get the expected outcome:", file=sys.stderr)

@@ -5,6 +5,7 @@ dropped connection...) is data in the report, never an exception.
 
     SmtoolkitError
      ├── ConfigError   bad or missing API key, base URL or setting       (also a ValueError)
+     │    └── MissingKeyError   no API key given nor in $SUPERMETRICS_API_KEY
      └── InputError    the batches given cannot be read as batch IDs     (also a ValueError)
           └── JournalError   the journal cannot be used (locked by another run, foreign, unwritable)
 """
@@ -18,6 +19,10 @@ class SmtoolkitError(Exception):
 
 class ConfigError(SmtoolkitError, ValueError):
     """The client cannot be set up as asked: fix the setting named in the message."""
+
+
+class MissingKeyError(ConfigError):
+    """No API key: none was passed and $SUPERMETRICS_API_KEY is not set."""
 
 
 class InputError(SmtoolkitError, ValueError):

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import pandas as pd
 
@@ -60,13 +60,6 @@ def extract(batches: Any, column: str) -> tuple[pd.DataFrame, list[Any]]:
         raise InputError(f"batches must be a DataFrame, a Series or a list of IDs, not {kind}{hint}")
     values = list(batches)
     return pd.DataFrame(index=pd.RangeIndex(len(values))), values
-
-
-def empty_report(frame: pd.DataFrame | None = None) -> pd.DataFrame:
-    base = frame.iloc[0:0].copy() if frame is not None else pd.DataFrame()
-    for name, dtype in DTYPES.items():
-        base[name] = pd.Series(dtype=dtype)
-    return base
 
 
 def build_report(frame: pd.DataFrame, values: Sequence[Any], plan: Plan,
@@ -126,6 +119,16 @@ def _as_text(value: Any) -> str | None:
     if isinstance(value, Outcome):
         return value.value
     return compact_json(value, 4096)
+
+
+def history_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
+    """The panel's history: `action` and `at`, then the report's columns, typed as a report."""
+    index = pd.RangeIndex(len(rows))
+    frame = pd.DataFrame({"action": _typed([r["action"] for r in rows], "string", index),
+                          "at": _typed([r["at"] for r in rows], "datetime64[ns, UTC]", index)})
+    for name in REPORT_COLUMNS:
+        frame[name] = _typed([r[name] for r in rows], DTYPES[name], index)
+    return frame
 
 
 def int_column(values: list[Any], index: pd.Index) -> pd.Series:

@@ -130,7 +130,7 @@ class Journal:
         """Results already final (cancelled, already_stopped, not_found): not to be sent again."""
         return {k: r for k, r in self.previous.items() if r.outcome in FINAL}
 
-    def __enter__(self) -> "Journal":
+    def __enter__(self) -> Journal:
         if self._lock is not None:
             try:
                 # filelock reports a lock file it cannot create as "held": find that out first.

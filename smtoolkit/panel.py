@@ -9,30 +9,21 @@ from __future__ import annotations
 
 import html
 import threading
-from datetime import datetime, timezone
-from typing import Any, Callable
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
 
 import ipywidgets as widgets
 import pandas as pd
 
 from .client import Client
 from .core.ids import check_id
-from .core.outcomes import REPORT_COLUMNS, Outcome, Result, parse_time
-from .errors import ConfigError
-from .frames import DTYPES, export_csv
+from .core.outcomes import Result
+from .errors import ConfigError, MissingKeyError
+from .frames import export_csv, history_frame
+from .panel_html import armed_html, card_html, history_html, message_html
 
 HISTORY_SHOWN = 10  # rows of history shown in the panel (all are kept in `history`)
-_GOOD = {Outcome.CANCELLED, Outcome.ALREADY_STOPPED, Outcome.WOULD_CANCEL}
-_WARN = {Outcome.STOPPING, Outcome.NOT_FOUND, Outcome.DUPLICATE, Outcome.SKIPPED}
-_COLORS = {"good": ("#e7f6ec", "#1e7b34"), "warn": ("#fff6e0", "#8a5a00"), "bad": ("#fdecea", "#a12622")}
-
-
-def _fmt(value: Any) -> str:
-    if value is None or value is pd.NaT:
-        return "—"
-    if isinstance(value, datetime):
-        return value.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
-    return str(value)
 
 
 class CancelPanel(widgets.VBox):
@@ -50,8 +41,8 @@ class CancelPanel(widgets.VBox):
         if client is None:
             try:
                 self._client = Client(**client_kwargs)
-            except ConfigError as exc:
-                if "API key" not in str(exc) or "api_key" in client_kwargs:
+            except MissingKeyError:
+                if "api_key" in client_kwargs:
                     raise
                 self.key_input = widgets.Password(description="API key", placeholder="not echoed anywhere")
                 self.key_input.observe(self._on_key_change, names="value")
@@ -104,15 +95,7 @@ class CancelPanel(widgets.VBox):
         """One row per action taken in this panel, with the report's columns (plus action, at)."""
         with self._lock:
             rows = list(self._rows)
-        frame = pd.DataFrame({"action": pd.Series([r["action"] for r in rows], dtype="string"),
-                              "at": pd.to_datetime(pd.Series([r["at"] for r in rows], dtype=object), utc=True)})
-        for name in REPORT_COLUMNS:
-            values = [r[name] for r in rows]
-            if DTYPES[name].startswith("datetime64"):
-                frame[name] = pd.to_datetime(pd.Series(values, dtype=object), utc=True).astype(DTYPES[name])  # type: ignore[call-overload]
-            else:
-                frame[name] = pd.Series(values, dtype=DTYPES[name])
-        return frame
+        return history_frame(rows)
 
     def wait(self, timeout: float | None = 30.0) -> None:
         """Block until the request in flight (if any) has finished and been shown."""
@@ -158,13 +141,7 @@ class CancelPanel(widgets.VBox):
             return
         self._armed = batch_id
         self.confirm_button.disabled = False
-        seen = self._looked_up.get(batch_id)
-        detail = ""
-        if seen is not None and seen.batch:
-            detail = (f" — status <b>{html.escape(_fmt(seen.status_code))}</b>, "
-                      f"“{html.escape(str(seen.batch.get('description') or ''))}”")
-        self._say("warn", f"About to cancel <code>{html.escape(batch_id)}</code>{detail}. "
-                          "Click <b>Confirm cancel</b> to send it.")
+        self._say("warn", armed_html(batch_id, self._looked_up.get(batch_id)))
 
     def confirm(self) -> None:
         """Send the DELETE for the armed batch, if the ID has not changed since arming."""
@@ -232,33 +209,25 @@ class CancelPanel(widgets.VBox):
 
     def _record(self, action: str, r: Result) -> None:
         row = r.row()
-        row.update(action=action, at=datetime.now(timezone.utc))
+        row.update(action=action, at=datetime.now(UTC))
         with self._lock:
             self._rows.append(row)
             recent = self._rows[-HISTORY_SHOWN:][::-1]
-        cells = "".join(
-            f"<tr><td>{html.escape(_fmt(r['at']))}</td><td>{html.escape(r['action'])}</td>"
-            f"<td><code>{html.escape(_fmt(r['batch_id']))}</code></td>"
-            f"<td class=\"smtk-outcome\">{html.escape(r['outcome'])}</td><td>{html.escape(_fmt(r['status_code']))}</td></tr>"
-            for r in recent)
-        self.history_view.value = (
-            '<details open class="smtk-history"><summary>History (newest first)</summary>'
-            '<table style="font-size:90%"><tr><th>at</th><th>action</th><th>batch</th><th>outcome</th>'
-            f"<th>status</th></tr>{cells}</table></details>")
+        self.history_view.value = history_html(recent)
 
     def _do_lookup(self, client: Client, batch_id: str) -> None:
         r = client.lookup(batch_id)
-        counts = client.query_progress(batch_id) if r.http_status == 200 else None
+        counts = client.query_counts(batch_id) if r.http_status == 200 else None
         self._looked_up[batch_id] = r
         self._record("lookup", r)
         self._settle(batch_id, "looked up")
-        self.card.value = self._card("Look-up", r, counts, client)
+        self.card.value = card_html("Look-up", r, counts, client.budget.remaining)
 
     def _do_cancel(self, client: Client, batch_id: str) -> None:
         r = client.cancel(batch_id)
         self._record("cancel", r)
         self._settle(batch_id, "cancelled")
-        self.card.value = self._card("Cancel", r, None, client)
+        self.card.value = card_html("Cancel", r, None, client.budget.remaining)
 
     def _settle(self, batch_id: str, done: str) -> None:
         """Clear the message, unless the ID changed while the request was in flight."""
@@ -268,38 +237,5 @@ class CancelPanel(widgets.VBox):
         else:
             self.message.value = ""
 
-    def _say(self, kind: str, text: str) -> None:
-        bg, fg = _COLORS[kind]
-        self.message.value = f'<div style="background:{bg};color:{fg};padding:4px 8px;border-radius:4px">{text}</div>'
-
-    @staticmethod
-    def _card(title: str, r: Result, counts: dict[str, int] | None, client: Client) -> str:
-        kind = "good" if r.outcome in _GOOD else "warn" if r.outcome in _WARN else "bad"
-        bg, fg = _COLORS[kind]
-        batch = r.batch or {}
-        rows = [
-            ("Batch", r.batch_id),
-            ("Outcome", r.outcome.value),
-            ("Batch status", r.status_code),
-            ("Description", batch.get("description")),
-            ("Scheduled", parse_time(batch.get("schedule_time"))),
-            ("Started", parse_time(batch.get("start_time"))),
-            ("Ended", r.end_time),
-            ("Cancelled at", r.cancel_time),
-        ]
-        if counts:
-            rows.append(("Queries", ", ".join(f"{k} {v}" for k, v in counts.items())))
-        if r.error_code or r.error_message:
-            rows.append(("Error", f"{r.error_code or ''} {r.error_message or ''}".strip()))
-        if r.error_description:
-            rows.append(("Details", r.error_description))
-        rows += [("HTTP status", r.http_status), ("Request ID", r.request_id),
-                 ("Hourly budget left", client.budget.remaining)]
-        body = "".join(
-            f'<tr><td style="padding:1px 10px 1px 0;color:#555">{html.escape(k)}</td>'
-            f'<td class="smtk-{html.escape(k.lower().replace(" ", "-"))}">{html.escape(_fmt(v))}</td></tr>'
-            for k, v in rows
-        )
-        return (f'<div class="smtk-card smtk-{kind}" style="background:{bg};border-left:5px solid {fg};'
-                f'padding:6px 10px;border-radius:4px"><div style="color:{fg};font-weight:bold">'
-                f'{html.escape(title)}: {html.escape(r.outcome.value)}</div><table>{body}</table></div>')
+    def _say(self, kind: str, text_html: str) -> None:
+        self.message.value = message_html(kind, text_html)

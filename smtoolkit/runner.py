@@ -13,42 +13,93 @@ from __future__ import annotations
 import queue
 import threading
 import time
-from dataclasses import dataclass, field
-from typing import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from enum import Enum
+from typing import TYPE_CHECKING
 
 from .core import outcomes as oc
 from .core.outcomes import Outcome, Result
 from .errors import JournalError
 
+if TYPE_CHECKING:
+    from .client import Client
+    from .limiter import Tally
+
 Operation = Callable[[str, threading.Event], Result]
 Sink = Callable[[Result], None]
 
+#: Most workers a run may use (the library and the command line alike).
+MAX_WORKERS = 64
 #: Seconds an interrupted (or failed) run waits for requests already in flight.
 INTERRUPT_GRACE = 5.0
+# Polling after a cancel that still reads QUEUED/RUNNING: first gap, growth, longest gap.
+POLL_FIRST, POLL_GROWTH, POLL_MAX = 0.5, 1.5, 5.0
 
 JOURNAL_ERROR = "JOURNAL_ERROR"
 RUN_ERROR = "RUN_ERROR"
 INTERNAL_ERROR = "INTERNAL_ERROR"
 IN_FLIGHT = "INTERRUPTED_IN_FLIGHT"
 
-_STOP_CODES = {
-    "auth": (oc.SKIPPED_AUTH_FAILED, "not sent: an earlier request was refused as unauthorized/forbidden"),
-    "reserve": (oc.BUDGET_RESERVE, "not sent: the hourly budget reached the reserve kept for production"),
-    "interrupt": (oc.INTERRUPTED, "not sent: the run was interrupted"),
+
+class Halt(str, Enum):
+    """Why a run ended before every ID was sent (a batch *stops*; a run *halts*)."""
+
+    AUTH = "auth"
+    RESERVE = "reserve"
+    INTERRUPT = "interrupt"
+    ERROR = "error"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+# One table: each halt's row code, row message, and the run's message ({n}: rows not sent).
+_HALTS: dict[Halt, tuple[str, str, str]] = {
+    Halt.AUTH: (oc.SKIPPED_AUTH_FAILED, "not sent: an earlier request was refused as unauthorized/forbidden",
+                "stopped after an unauthorized/forbidden answer: {n} row(s) not sent "
+                "(skipped/SKIPPED_AUTH_FAILED). Check the API key, then run again."),
+    Halt.RESERVE: (oc.BUDGET_RESERVE, "not sent: the hourly budget reached the reserve kept for production",
+                   "stopped at the budget reserve: {n} row(s) not sent (skipped/BUDGET_RESERVE). "
+                   "Run the skipped rows again after the hourly window resets, or lower reserve=."),
+    Halt.INTERRUPT: (oc.INTERRUPTED, "not sent: the run was interrupted",
+                     "interrupted: {n} row(s) not sent (skipped/INTERRUPTED); the report holds every answer received."),
+    Halt.ERROR: (RUN_ERROR, "not sent: the run stopped on an error ({cause})",
+                 "stopped on an error: {cause}. {n} row(s) not sent (skipped/{code}); "
+                 "the report holds every answer received."),
 }
 
 
-@dataclass
-class RunState:
-    """How a run ended, for the report's attrs and for messages."""
+@dataclass(frozen=True)
+class RunResult:
+    """What a run returns: a result for every ID, and why it halted early (if it did)."""
 
-    stopped: str | None = None  # None, "auth", "reserve", "interrupt" or "error"
-    error: BaseException | None = None  # with stopped == "error": what ended the run
-    counts: dict[str, int] = field(default_factory=dict)
+    results: dict[str, Result]
+    halt: Halt | None = None
+    error: BaseException | None = None  # with Halt.ERROR: what ended the run
 
     @property
     def error_text(self) -> str | None:
         return None if self.error is None else describe_error(self.error)
+
+    def skip_label(self) -> tuple[str, str]:
+        """The error code and message of rows not sent because of how the run ended."""
+        return halt_label(self.halt, self.error)
+
+    def message(self, not_sent: int) -> str | None:
+        """One line for the user about an early halt, or None."""
+        if self.halt is None:
+            return None
+        code, _ = self.skip_label()
+        return _HALTS[self.halt][2].format(n=not_sent, cause=self.error_text, code=code)
+
+
+def halt_label(halt: Halt | None, error: BaseException | None) -> tuple[str, str]:
+    if halt is Halt.ERROR and isinstance(error, JournalError):
+        return JOURNAL_ERROR, f"not sent: the run stopped because {describe_error(error)}"
+    code, row, _ = _HALTS[halt or Halt.INTERRUPT]
+    cause = describe_error(error) if error is not None else "unknown"
+    return code, row.format(cause=cause)
 
 
 def describe_error(exc: BaseException) -> str:
@@ -67,18 +118,18 @@ def run(
     on_result: Sink | Sequence[Sink] = (),
     stop_on_auth_error: bool = True,
     grace: float = INTERRUPT_GRACE,
-    state: RunState | None = None,
-) -> dict[str, Result]:
-    """Apply `operation` to each ID (each once) and return {id: result}; never raises
-    (but for BaseExceptions other than KeyboardInterrupt, which are not the run's to own).
+) -> RunResult:
+    """Apply `operation` to each ID (each once); a result for every ID. Never raises (but
+    for BaseExceptions other than KeyboardInterrupt, which are not the run's to own).
 
     Each sink in `on_result` is called in this thread for every result, in the order they
-    arrive. A sink that raises is not called again and ends the run (`state.stopped ==
-    "error"`), as does an operation that raises: sending stops at once, requests in flight
-    get up to `grace` seconds, and IDs never sent are `skipped` with a code naming the cause.
-    On KeyboardInterrupt the same happens with `INTERRUPTED`.
+    arrive. A sink that raises is not called again and halts the run (`Halt.ERROR`), as does
+    an operation that raises: sending stops at once, requests in flight get up to `grace`
+    seconds, and IDs never sent are `skipped` with a code naming the cause. On
+    KeyboardInterrupt the same happens with `INTERRUPTED`.
     """
-    state = state or RunState()
+    halted: Halt | None = None
+    cause: BaseException | None = None
     sinks = [on_result] if callable(on_result) else list(on_result)
     todo = list(ids)
     results: dict[str, Result] = {}
@@ -109,14 +160,12 @@ def run(
                 busy.pop(n, None)
         out.put((None, None))  # this worker is done
 
-    def halt(reason: str, exc: BaseException | None = None) -> None:
-        nonlocal deadline
-        if state.stopped is None:
-            state.stopped = reason
-            if exc is not None:
-                state.error = exc
+    def halt(reason: Halt, exc: BaseException | None = None) -> None:
+        nonlocal deadline, halted, cause
+        if halted is None:
+            halted, cause = reason, exc
         stop.set()
-        if reason in ("interrupt", "error") and deadline is None:
+        if reason in (Halt.INTERRUPT, Halt.ERROR) and deadline is None:
             deadline = time.monotonic() + grace
 
     def emit(result: Result) -> None:
@@ -125,22 +174,22 @@ def run(
                 sink(result)
             except Exception as exc:  # noqa: BLE001 - the run owns it: it ends, the report stays
                 sinks.remove(sink)
-                halt("error", exc)
+                halt(Halt.ERROR, exc)
 
     def take(batch_id: str, item: Result | BaseException) -> None:
         if isinstance(item, BaseException):
             result = Result(batch_id, Outcome.NETWORK_ERROR, error_code=INTERNAL_ERROR,
                             error_message=f"smtoolkit failed while handling this batch ({describe_error(item)}); "
                                           "a request may have been sent: run again to settle it")
-            halt("error", item)
+            halt(Halt.ERROR, item)
         else:
             result = item
             if result.outcome is Outcome.SKIPPED and result.attempts == 0:
                 if result.error_code == oc.BUDGET_RESERVE:
-                    halt("reserve")
-                _relabel(result, state)
+                    halt(Halt.RESERVE)
+                _relabel(result, halted, cause)
             if stop_on_auth_error and result.outcome in (Outcome.UNAUTHORIZED, Outcome.FORBIDDEN):
-                halt("auth")
+                halt(Halt.AUTH)
         results[batch_id] = result
         emit(result)
 
@@ -165,7 +214,7 @@ def run(
         except KeyboardInterrupt:
             if deadline is not None:
                 break  # a second interrupt, or one while settling after an error: stop waiting
-            halt("interrupt")
+            halt(Halt.INTERRUPT)
     stop.set()
     while True:  # answers that arrived while we stopped waiting
         try:
@@ -188,21 +237,52 @@ def run(
     for batch_id in todo:
         if batch_id not in results:
             r = Result(batch_id, Outcome.SKIPPED)
-            _relabel(r, state)
+            _relabel(r, halted, cause)
             results[batch_id] = r
             emit(r)
-    return results
+    return RunResult(results, halted, cause)
 
 
-def skip_label(state: RunState) -> tuple[str, str]:
-    """The error code and message of rows not sent because of how the run ended."""
-    if state.stopped == "error":
-        if isinstance(state.error, JournalError):
-            return JOURNAL_ERROR, f"not sent: the run stopped because {state.error_text}"
-        return RUN_ERROR, f"not sent: the run stopped on an error ({state.error_text})"
-    return _STOP_CODES.get(state.stopped or "interrupt", _STOP_CODES["interrupt"])
+def _relabel(result: Result, halted: Halt | None, cause: BaseException | None) -> None:
+    if halted is not None or result.error_code is None:
+        result.error_code, result.error_message = halt_label(halted, cause)
 
 
-def _relabel(result: Result, state: RunState) -> None:
-    if state.stopped is not None or result.error_code is None:
-        result.error_code, result.error_message = skip_label(state)
+class CancelAndWait:
+    """The operation of a cancel run: cancel, then (with `wait`) poll GET until the batch
+    reads STOPPED or the time is up. Polls go through the same limiter and tally."""
+
+    def __init__(self, client: Client, wait: float | None, tally: Tally | None = None) -> None:
+        self.client, self.wait, self.tally = client, wait, tally
+        self.polls = 0
+        self._lock = threading.Lock()
+
+    def __call__(self, batch_id: str, stop: threading.Event) -> Result:
+        r = self.client.cancel(batch_id, stop=stop, tally=self.tally)
+        if not self.wait or r.outcome is not Outcome.STOPPING:
+            return r
+        deadline = time.monotonic() + self.wait
+        gap = POLL_FIRST
+        while not stop.is_set():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            if stop.wait(min(gap, left)):
+                break
+            seen = self.client.lookup(batch_id, stop=stop, tally=self.tally)
+            if seen.attempts == 0:
+                break  # not sent: the run halted or the budget reached the reserve
+            with self._lock:
+                self.polls += seen.attempts
+            r.attempts += seen.attempts
+            if seen.http_status == 200 and seen.status_code is not None:
+                r.status_code, r.request_id = seen.status_code, seen.request_id
+                r.cancel_time = seen.cancel_time or r.cancel_time
+                r.end_time = seen.end_time
+                r.ratelimit_remaining = seen.ratelimit_remaining
+                if seen.status_code == "STOPPED":
+                    r.outcome = Outcome.CANCELLED
+                    return r
+            gap = min(gap * POLL_GROWTH, POLL_MAX)
+        r.error_description = f"still {r.status_code} after waiting {self.wait:g} s for it to stop"
+        return r

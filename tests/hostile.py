@@ -16,8 +16,9 @@ import socket
 import threading
 import time
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 Behaviour = Callable[["Conn"], None]
 
@@ -27,7 +28,7 @@ class Conn:
     sock: socket.socket
     method: str
     path: str
-    server: "Hostile"
+    server: Hostile
 
     def send(self, data: bytes) -> None:
         self.sock.sendall(data)
@@ -207,7 +208,7 @@ class Hostile:
             except OSError:
                 pass
 
-    def __enter__(self) -> "Hostile":
+    def __enter__(self) -> Hostile:
         self._thread.start()
         return self
 

@@ -7,9 +7,10 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Callable
+from typing import Any
 
 
 @dataclass
@@ -87,7 +88,7 @@ class Scripted:
         host, port = self.server.server_address[:2]
         return f"http://{host}:{port}/enterprise/v2"
 
-    def __enter__(self) -> "Scripted":
+    def __enter__(self) -> Scripted:
         self.thread.start()
         return self
 

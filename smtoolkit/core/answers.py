@@ -7,8 +7,9 @@ Handles the JSON envelope, RFC 9457 problem+json, empty, truncated and non-JSON 
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 from .retry import parse_retry_after
 
@@ -36,6 +37,15 @@ class Answer:
     ratelimit_limit: int | None = None
     ratelimit_remaining: int | None = None
     retry_after: float | None = None  # seconds, already capped
+
+    @property
+    def is_2xx(self) -> bool:
+        return 200 <= self.status < 300
+
+    @property
+    def ok(self) -> bool:
+        """A 2xx whose body could be read: the server's word on the batch."""
+        return self.readable and self.is_2xx
 
 
 def _int_header(headers: Mapping[str, str], name: str) -> int | None:

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable
 from urllib.parse import quote
 
 MAX_ID_LENGTH = 256
-_SAFE = re.compile(r"[A-Za-z0-9._~-]{1,%d}" % MAX_ID_LENGTH)
+_SAFE = re.compile(rf"[A-Za-z0-9._~-]{{1,{MAX_ID_LENGTH}}}")
 _DOTS = re.compile(r"\.+")
 _STRIP = " \t\r\n\x0b\x0c\ufeff\u00a0"
 

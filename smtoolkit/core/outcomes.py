@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from enum import Enum
 from typing import Any
 
@@ -49,7 +49,6 @@ INTERRUPTED = "INTERRUPTED"
 NETWORK_ERROR = "NETWORK_ERROR"
 UNREADABLE_RESPONSE = "UNREADABLE_RESPONSE"
 ROW_DEADLINE = "ROW_DEADLINE"
-RETRY_BUDGET = "RETRY_BUDGET_EXHAUSTED"
 UNKNOWN_STATUS = "UNKNOWN_STATUS"
 
 RUNNING_STATES = frozenset({"QUEUED", "RUNNING"})
@@ -104,9 +103,8 @@ def parse_time(value: Any) -> datetime | None:
         dt = datetime.fromisoformat(text)
     except ValueError:
         return None
-    from datetime import timezone
 
-    return dt.replace(tzinfo=timezone.utc) if dt.tzinfo is None else dt.astimezone(timezone.utc)
+    return dt.replace(tzinfo=UTC) if dt.tzinfo is None else dt.astimezone(UTC)
 
 
 def classify(answer: Answer, *, dry_run: bool = False) -> Outcome:

@@ -46,7 +46,6 @@ class Pacer:
         self._last_cut: float | None = None
         self._calm_since: float | None = None  # None: never throttled
         self._last_start: float | None = None
-        self._first_start: float | None = None
         self.pause_until = -math.inf
         self._recent: deque[float] = deque()
         self.throttles = 0
@@ -80,8 +79,6 @@ class Pacer:
     def start(self, now: float) -> None:
         """Record that a request starts now (call only when `earliest(now) <= now`)."""
         self._last_start = now
-        if self._first_start is None:
-            self._first_start = now
         self._recent.append(now)
         while self._recent and self._recent[0] <= now - HISTORY:
             self._recent.popleft()

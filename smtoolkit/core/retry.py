@@ -10,7 +10,7 @@ import email.utils
 import math
 import random
 from dataclasses import dataclass
-from datetime import timezone
+from datetime import UTC
 
 # Statuses retried with backoff; 429 additionally pauses the whole pool (see pacing).
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
@@ -38,7 +38,7 @@ def parse_retry_after(value: str | None, now: float) -> float | None:
         if when is None:
             return None
         if when.tzinfo is None:
-            when = when.replace(tzinfo=timezone.utc)
+            when = when.replace(tzinfo=UTC)
         try:
             seconds = when.timestamp() - now
         except (OverflowError, OSError, ValueError):

@@ -17,7 +17,8 @@ import json
 import secrets
 import threading
 import time
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 from ._app import API_PREFIX, CONTROL_PREFIX, App, Response, fingerprint
 from ._faults import Faults
@@ -81,7 +82,7 @@ class Sandbox:
                        seed, already_stopped, lambda: self.url)
 
     # -- lifecycle ----------------------------------------------------------------------------
-    def start(self) -> "Sandbox":
+    def start(self) -> Sandbox:
         if self._server is not None:
             return self
         self._closing.clear()
@@ -101,7 +102,7 @@ class Sandbox:
             self._thread.join(timeout=5)
             self._thread = None
 
-    def __enter__(self) -> "Sandbox":
+    def __enter__(self) -> Sandbox:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

@@ -4,13 +4,14 @@ the connection) out. No sockets here; `_http` does the wire."""
 from __future__ import annotations
 
 import hashlib
-from collections import deque
 import json
 import secrets
 import threading
 import time
+from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from ._faults import Dice, Faults

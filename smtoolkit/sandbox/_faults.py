@@ -47,7 +47,7 @@ class Faults:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
-    def updated(self, **changes: Any) -> "Faults":
+    def updated(self, **changes: Any) -> Faults:
         known = {f.name for f in fields(self)}
         unknown = set(changes) - known
         if unknown:

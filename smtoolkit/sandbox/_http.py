@@ -6,8 +6,8 @@ from __future__ import annotations
 import socket
 import struct
 import threading
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Callable
 
 from ._app import Response
 

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import random
 import threading
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from datetime import datetime, timezone
-from typing import Any, Callable, Iterable
+from datetime import UTC, datetime
+from typing import Any
 
 QUEUED, RUNNING, STOPPED = "QUEUED", "RUNNING", "STOPPED"
 SUCCESS, FAILURE = "SUCCESS", "FAILURE"
@@ -21,7 +22,7 @@ def iso(ts: float | None) -> str | None:
     """Seconds since the epoch as an ISO-8601 UTC string (millisecond precision)."""
     if ts is None:
         return None
-    dt = datetime.fromtimestamp(ts, tz=timezone.utc)
+    dt = datetime.fromtimestamp(ts, tz=UTC)
     return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond // 1000:03d}Z"
 
 
@@ -168,7 +169,7 @@ class Store:
     def new_id(self, prefix: str = "qrb_") -> str:
         with self.lock:
             while True:
-                candidate = prefix + "%012x" % self._rng.getrandbits(48)
+                candidate = prefix + f"{self._rng.getrandbits(48):012x}"
                 if candidate not in self._batches:
                     return candidate
 

@@ -25,7 +25,7 @@ def fast_client(sb: Sandbox | Scripted, **kw: object) -> Client:
 
 
 def outcomes(report: pd.DataFrame) -> dict[str, str]:
-    return dict(zip(report["batch_id"].astype(object), report["outcome"].astype(object)))
+    return dict(zip(report["batch_id"].astype(object), report["outcome"].astype(object), strict=False))
 
 
 def max_in_any_second(times: list[float]) -> int:

@@ -136,7 +136,7 @@ def build_input(sb: Sandbox, n: int, rng: random.Random) -> Case:
     labels = [f"r{i:05d}" for i in rng.sample(range(10 * n), n)]  # unsorted, non-default index
     frame = pd.DataFrame({"batch_id": [r[0] for r in rows], "row_no": range(n)},
                          index=pd.Index(labels, name="label"))
-    return Case(frame, {label: r[1] for label, r in zip(labels, rows)})
+    return Case(frame, {label: r[1] for label, r in zip(labels, rows, strict=False)})
 
 
 # -- running one mode ---------------------------------------------------------------------------

@@ -3,7 +3,7 @@ server as exactly /enterprise/v2/query/batch/<one percent-encoded segment>. Over
 
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 from urllib.parse import quote, unquote
 
 import pytest

@@ -17,8 +17,9 @@ import textwrap
 import threading
 import time
 import warnings
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import pandas as pd
 import pytest
@@ -29,8 +30,17 @@ from smtoolkit.errors import JournalError
 from smtoolkit.sandbox import Sandbox
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from datetime import UTC
+
 from hostile import (  # noqa: E402
-    Hostile, drip_body, drip_status_and_headers, endless_continue, gzip_bomb, huge_body, reply, silent,
+    Hostile,
+    drip_body,
+    drip_status_and_headers,
+    endless_continue,
+    gzip_bomb,
+    huge_body,
+    reply,
+    silent,
     stopped_batch,
 )
 
@@ -97,7 +107,7 @@ def test_a_progress_bar_that_raises_ends_the_run_with_a_full_report(
 
 
 def test_a_sink_that_raises_is_owned_by_the_run(sandbox: Sandbox, client: Client) -> None:
-    from smtoolkit.runner import RunState, run
+    from smtoolkit.runner import Halt, run
 
     ids = sandbox.create_batches(60)
     seen: list[str] = []
@@ -107,11 +117,11 @@ def test_a_sink_that_raises_is_owned_by_the_run(sandbox: Sandbox, client: Client
         if len(seen) == 3:
             raise ValueError("a callback's own bug")
 
-    state = RunState()
-    results = run(ids, lambda i, stop: client.cancel(i, stop=stop), workers=4, on_result=[callback], state=state)
+    outcome = run(ids, lambda i, stop: client.cancel(i, stop=stop), workers=4, on_result=[callback])
     settled(lambda: len(sandbox.requests), len(sandbox.requests))
+    results = outcome.results
     assert set(results) == set(ids) and len(seen) == 3
-    assert state.stopped == "error" and isinstance(state.error, ValueError)
+    assert outcome.halt is Halt.ERROR and isinstance(outcome.error, ValueError)
     truth = sandbox.batches()
     for i, r in results.items():
         assert (r.outcome is sm.Outcome.CANCELLED) == truth[i]["cancelled"]
@@ -174,7 +184,7 @@ def test_cli_with_a_full_journal_disk_still_writes_out(sandbox: Sandbox, tiny_di
     written = pd.read_csv(out, dtype=str, keep_default_na=False)
     assert list(written["batch_id"]) == ids
     truth = sandbox.batches()
-    assert all((o == "cancelled") == truth[b]["cancelled"] for b, o in zip(written["batch_id"], written["outcome"]))
+    assert all((o == "cancelled") == truth[b]["cancelled"] for b, o in zip(written["batch_id"], written["outcome"], strict=False))
     assert set(written.loc[written["outcome"] == "skipped", "error_code"]) == {"JOURNAL_ERROR"}
 
 
@@ -459,13 +469,13 @@ def test_cli_an_unwritable_out_after_the_run_still_prints_and_fails(sandbox: San
 
 
 def test_report_columns_take_any_value_a_result_can_hold() -> None:
-    from datetime import datetime, timezone
+    from datetime import datetime
 
     from smtoolkit import frames
     from smtoolkit.core.ids import plan
 
-    far = datetime(9999, 12, 31, tzinfo=timezone.utc)
-    early = datetime(1, 1, 1, tzinfo=timezone.utc)
+    far = datetime(9999, 12, 31, tzinfo=UTC)
+    early = datetime(1, 1, 1, tzinfo=UTC)
     results = {
         "qrb_a": sm.Result("qrb_a", sm.Outcome.CANCELLED, http_status=2**70, ratelimit_remaining=2**63,
                            cancel_time=far, end_time=early, attempts=2**64, error_code={"a": 1},  # type: ignore[arg-type]

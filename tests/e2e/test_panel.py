@@ -8,9 +8,10 @@ import html
 import re
 import threading
 import time
-from datetime import datetime, timezone
+from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import ipywidgets as widgets
 import pandas as pd
@@ -48,7 +49,7 @@ def deletes(sb: Sandbox) -> list[dict[str, Any]]:
 def shown_time(iso: str) -> str:
     """How the card formats an API time (the sandbox's truth is ISO-8601 UTC)."""
     dt = datetime.fromisoformat(iso.replace("Z", "+00:00"))
-    return dt.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+    return dt.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 def assert_key_absent(panel: CancelPanel, key: str) -> None:

@@ -21,8 +21,9 @@ import subprocess
 import sys
 import traceback
 import urllib.request
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import ipywidgets as widgets
 import pandas as pd

@@ -12,10 +12,11 @@ import json
 import re
 import socket
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import fields
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 import requests
@@ -635,7 +636,7 @@ def _fault_run(seed: int) -> tuple[list[str], list[tuple[Any, ...]]]:
             bid = ids[i % 3]
             resp = api.status(bid) if i % 5 == 0 else api.get(bid if i % 7 else "qrb_000000000000")
             seen.append((resp.status_code, resp.headers["Content-Type"], resp.headers.get("Retry-After")))
-        return ids, [(e["seq"], e["status"], e["fault"]) + s for e, s in zip(sb.requests, seen)]
+        return ids, [(e["seq"], e["status"], e["fault"]) + s for e, s in zip(sb.requests, seen, strict=False)]
 
 
 def test_same_seed_same_fault_sequence() -> None:

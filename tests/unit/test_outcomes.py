@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
@@ -12,9 +12,18 @@ from hypothesis import strategies as st
 
 from smtoolkit.core import outcomes as oc
 from smtoolkit.core.answers import Answer, parse_answer
-from smtoolkit.core.outcomes import FINAL, FINE, REPORT_COLUMNS, Outcome, Result, classify, parse_time, result_from_answer
+from smtoolkit.core.outcomes import (
+    FINAL,
+    FINE,
+    REPORT_COLUMNS,
+    Outcome,
+    Result,
+    classify,
+    parse_time,
+    result_from_answer,
+)
 
-UTC = timezone.utc
+UTC = UTC
 
 
 def batch(status: Any = "STOPPED", cancel_time: Any = "2024-05-01T12:00:00Z", **extra: Any) -> dict[str, Any]:

@@ -6,8 +6,8 @@ from __future__ import annotations
 import heapq
 import math
 from bisect import bisect_left
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import pytest
 from hypothesis import given, settings
@@ -88,7 +88,7 @@ def test_many_workers_are_evenly_spaced_and_within_max_rps(max_rps: float) -> No
     starts = drive(p, workers=64, count=n, latency=lambda w, k: 0.05 + 0.37 * ((w * 7 + k) % 5), t0=10.0)
     assert len(starts) == n
     assert starts[0] == 10.0
-    gaps = [b - a for a, b in zip(starts, starts[1:])]
+    gaps = [b - a for a, b in zip(starts, starts[1:], strict=False)]
     spacing = 1.0 / (max_rps * SAFETY)
     assert all(g >= spacing * (1 - 1e-9) for g in gaps)
     assert max_in_window(starts) <= allowed_per_second(max_rps)
@@ -115,7 +115,7 @@ def test_slow_workers_are_not_held_back_more_than_needed(max_rps: float) -> None
     p = Pacer(max_rps)
     starts = drive(p, workers=3, count=30, latency=lambda w, k: 1.0)
     assert max_in_window(starts) <= min(3, allowed_per_second(max_rps))
-    gaps = [b - a for a, b in zip(starts, starts[1:])]
+    gaps = [b - a for a, b in zip(starts, starts[1:], strict=False)]
     assert min(gaps) >= 1.0 / (max_rps * SAFETY) - 1e-12
 
 
@@ -133,7 +133,7 @@ def test_max_rps_below_the_floor_is_still_respected() -> None:
     p = Pacer(0.1)
     assert p.rate(0.0) <= 0.1
     starts = drive(p, workers=8, count=5)
-    gaps = [b - a for a, b in zip(starts, starts[1:])]
+    gaps = [b - a for a, b in zip(starts, starts[1:], strict=False)]
     assert min(gaps) >= 10.0
     p.throttled(starts[-1] + 0.1, starts[-1], 0.0)
     assert 0 < p.rate(starts[-1] + 0.1) <= 0.1
@@ -319,7 +319,7 @@ def test_paced_starts_follow_the_lowered_rate() -> None:
     r = p.rate(t)
     after = drive(p, workers=50, count=int(r * 3), t0=t)
     assert after[0] >= t + 0.5
-    gaps = [b - a for a, b in zip(after, after[1:])]
+    gaps = [b - a for a, b in zip(after, after[1:], strict=False)]
     assert min(gaps) >= 1.0 / (r * (1 + PROBE_STEP)) - 1e-9
     assert max_in_window(after) <= math.ceil(r)
 

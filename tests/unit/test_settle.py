@@ -1,0 +1,137 @@
+"""Settling a row from its facts (`core.settle`): every outcome rule, without sockets.
+
+Each case is one of the life stories the fault matrix produces over HTTP (resets before and
+after the server applied a cancel, 5xx, 429 storms, HTML and truncated bodies, answers too
+large, verification GETs that fail), told as facts.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from smtoolkit.core import outcomes as oc
+from smtoolkit.core.answers import Answer, parse_answer
+from smtoolkit.core.outcomes import Outcome
+from smtoolkit.core.settle import Attempt, accepted, first_verdict, is_final, needs_verification, not_sent, settle
+
+NOW = 1_800_000_000.0
+ID = "qrb_1"
+
+
+def batch(status: str = "STOPPED", cancel_time: str | None = "2026-01-01T00:00:00Z") -> dict[str, Any]:
+    return {"meta": {"request_id": "req_12345678"},
+            "data": {"batch_id": ID, "status_code": status, "cancel_time": cancel_time, "end_time": cancel_time}}
+
+
+def answer(status: int, body: Any = None, **headers: str) -> Attempt:
+    raw = body if isinstance(body, bytes) else b"" if body is None else json.dumps(body).encode()
+    return Attempt(parse_answer(status, headers, raw, NOW))
+
+
+def error(code: str) -> dict[str, Any]:
+    return {"error": {"code": code, "message": "m"}}
+
+
+LOST = Attempt(None, "ConnectionError: the connection was reset")
+HTML = b"<html>502 Bad Gateway</html>"
+TOO_LARGE = Attempt(parse_answer(200, {}, b"", NOW, too_large=True))
+
+
+@pytest.mark.parametrize("facts, outcome, code", [
+    ([answer(200, batch())], Outcome.CANCELLED, None),
+    ([answer(200, batch(cancel_time=None))], Outcome.ALREADY_STOPPED, None),
+    ([answer(200, batch("RUNNING", None))], Outcome.STOPPING, None),
+    ([answer(200, batch("PAUSED", None))], Outcome.STOPPING, oc.UNKNOWN_STATUS),
+    ([answer(404, error("NOT_FOUND"))], Outcome.NOT_FOUND, "NOT_FOUND"),
+    ([answer(401, error("UNAUTHORIZED"))], Outcome.UNAUTHORIZED, "UNAUTHORIZED"),
+    ([answer(403, error("FORBIDDEN"))], Outcome.FORBIDDEN, "FORBIDDEN"),
+    ([answer(409, error("CONFLICT_ERROR"))], Outcome.ALREADY_STOPPED, "CONFLICT_ERROR"),
+    ([answer(422, error("UNPROCESSABLE_ENTITY"))], Outcome.CLIENT_ERROR, "UNPROCESSABLE_ENTITY"),
+    ([answer(500, error("INTERNAL_SERVER_ERROR"))] * 3, Outcome.SERVER_ERROR, "INTERNAL_SERVER_ERROR"),
+    ([answer(502, HTML)] * 2, Outcome.SERVER_ERROR, "HTTP_502"),
+    ([answer(429, error("TOO_MANY_REQUESTS"))] * 6, Outcome.RATE_LIMITED, "TOO_MANY_REQUESTS"),
+    ([LOST, LOST], Outcome.NETWORK_ERROR, oc.NETWORK_ERROR),
+    ([answer(500, error("X")), answer(200, batch())], Outcome.CANCELLED, None),  # retried to success
+])
+def test_a_request_settled_by_its_own_answers(facts: list[Attempt], outcome: Outcome, code: str | None) -> None:
+    r = settle(ID, "DELETE", facts, "retries" if not is_final(facts[-1].answer) else None)
+    assert r.outcome is outcome and r.error_code == code
+    assert r.attempts == len(facts)
+
+
+def test_nothing_sent_is_skipped_with_the_reason() -> None:
+    for reason, code in (("stopped", oc.SKIPPED_AUTH_FAILED), ("reserve", oc.BUDGET_RESERVE),
+                         ("deadline", oc.ROW_DEADLINE)):
+        r = settle(ID, "DELETE", [], reason)
+        assert (r.outcome, r.error_code, r.attempts) == (Outcome.SKIPPED, code, 0)
+    assert not_sent(ID, "something new").error_code == oc.SKIPPED_AUTH_FAILED
+
+
+def test_reset_after_the_server_applied_the_cancel_is_settled_by_a_get() -> None:
+    facts = [LOST, LOST, LOST]
+    assert needs_verification("DELETE", first_verdict(ID, "DELETE", facts, "retries"))
+    r = settle(ID, "DELETE", facts, "retries", [LOST, answer(200, batch())])
+    assert r.outcome is Outcome.CANCELLED and r.attempts == 5
+    assert r.error_description is not None and "confirmed with a GET" in r.error_description
+
+
+def test_reset_before_applying_stays_a_failure_with_the_batch_state() -> None:
+    r = settle(ID, "DELETE", [LOST, LOST], "retries", [answer(200, batch("RUNNING", None))])
+    assert r.outcome is Outcome.NETWORK_ERROR and r.status_code == "RUNNING" and r.attempts == 3
+
+
+def test_a_failed_cancel_whose_checks_all_fail_stays_failed() -> None:
+    r = settle(ID, "DELETE", [answer(503, HTML)], "retries", [LOST, LOST, LOST])
+    assert r.outcome is Outcome.SERVER_ERROR and r.attempts == 4
+
+
+def test_accepted_but_unreadable_then_409_is_our_own_cancel() -> None:
+    facts = [answer(200, b"<html>ok</html>"), answer(409, error("CONFLICT_ERROR"))]
+    assert accepted("DELETE", facts)
+    r = settle(ID, "DELETE", facts, None)
+    assert r.outcome is Outcome.CANCELLED and r.attempts == 2
+
+
+@pytest.mark.parametrize("checks, outcome", [
+    ([], Outcome.STOPPING),  # nothing readable after the 2xx: never a failure
+    ([LOST, LOST, LOST], Outcome.STOPPING),
+    ([answer(200, batch("RUNNING", None))], Outcome.STOPPING),
+    ([answer(200, batch())], Outcome.CANCELLED),
+    ([answer(200, batch(cancel_time=None))], Outcome.ALREADY_STOPPED),
+])
+def test_accepted_but_unreadable_is_never_reported_as_a_failure(checks: list[Attempt], outcome: Outcome) -> None:
+    facts = [answer(200, b'{"data": {"batch_id": "qrb_1", "status_'), LOST]
+    r = settle(ID, "DELETE", facts, "retries", checks)
+    assert r.outcome is outcome
+
+
+def test_an_answer_too_large_is_named() -> None:
+    r = settle(ID, "DELETE", [TOO_LARGE], "retries", [])
+    assert r.outcome is Outcome.STOPPING and r.error_code == "RESPONSE_TOO_LARGE"
+    r = settle(ID, "DELETE", [Attempt(parse_answer(500, {}, b"", NOW, too_large=True))], "retries", [])
+    assert r.outcome is Outcome.SERVER_ERROR and r.error_code == "RESPONSE_TOO_LARGE"
+
+
+@pytest.mark.parametrize("gave_up, text", [("deadline", "row_deadline"), ("retry_budget", "retry budget")])
+def test_why_the_retries_stopped_is_said(gave_up: str, text: str) -> None:
+    r = settle(ID, "DELETE", [answer(503, HTML)], gave_up, [answer(200, batch("RUNNING", None))])
+    assert r.outcome is Outcome.SERVER_ERROR
+    assert r.error_description is not None and text in r.error_description
+
+
+def test_a_look_up_is_never_verified_and_says_what_a_cancel_would_do() -> None:
+    assert not needs_verification("GET", first_verdict(ID, "GET", [LOST], "retries"))
+    assert settle(ID, "GET", [answer(200, batch("RUNNING", None))], None, dry_run=True).outcome is Outcome.WOULD_CANCEL
+    assert settle(ID, "GET", [answer(200, batch())], None, dry_run=True).outcome is Outcome.ALREADY_STOPPED
+    assert settle(ID, "GET", [LOST], "retries").outcome is Outcome.NETWORK_ERROR
+
+
+def test_final_answers() -> None:
+    assert is_final(answer(200, batch()).answer) and is_final(answer(404, error("NOT_FOUND")).answer)
+    for retried in (answer(429).answer, answer(503).answer, answer(200, HTML).answer, None):
+        assert not is_final(retried)
+    a: Answer | None = answer(200, batch()).answer
+    assert a is not None and a.ok and a.is_2xx
