@@ -93,7 +93,7 @@ def _client(args: argparse.Namespace) -> Client:
     from .config import base_url_from_env
 
     return Client(base_url=args.base_url or base_url_from_env(), max_rps=args.max_rps, reserve=args.reserve,
-                  timeout=args.timeout)
+                  timeout=args.timeout, max_retries=args.max_retries)
 
 
 def _check_out(path: str | None) -> None:
@@ -271,6 +271,10 @@ def _count(text: str) -> int:
     return int(_number(text, lambda v: v >= 0 and v == int(v), "a whole number >= 0"))
 
 
+def _retries(text: str) -> int:
+    return int(_number(text, lambda v: 0 <= v <= 100 and v == int(v), "a whole number from 0 to 100"))
+
+
 def _workers(text: str) -> int:
     return int(_number(text, lambda v: 1 <= v <= MAX_WORKERS and v == int(v), f"a whole number from 1 to {MAX_WORKERS}"))
 
@@ -294,7 +298,10 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--max-rps", type=_positive, default=20.0, help="requests per second at most (default 20)")
         p.add_argument("--reserve", type=_count, default=None,
                        help="hourly requests left untouched for production (default 10%% of the limit)")
-        p.add_argument("--timeout", type=_positive, default=30.0, help="seconds to wait for an answer (default 30)")
+        p.add_argument("--timeout", type=_positive, default=30.0,
+                       help="seconds one request may take in total, answer included (default 30)")
+        p.add_argument("--max-retries", type=_retries, default=5,
+                       help="retries of a request after 429, 5xx or a lost connection, 0 to 100 (default 5)")
         p.add_argument("-o", "--output", choices=("table", "csv", "json"), default="table",
                        help="what goes to stdout (default table: a summary)")
         p.add_argument("--out", metavar="FILE", default=None, help="also write the full report as CSV")

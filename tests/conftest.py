@@ -1,25 +1,40 @@
-"""Shared fixtures: a fresh sandbox per test on 127.0.0.1, and a client pointed at it."""
+"""Shared fixtures, one per thing: a clean environment for every test, a fresh sandbox on
+127.0.0.1 (configured per module or test with `@pytest.mark.sandbox(**settings)`), and a fast
+client pointed at it. Shared helpers live in `tests/helpers.py`."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 
 import pytest
 
 from smtoolkit import Client
 from smtoolkit.sandbox import Sandbox
+from tests.helpers import fast_client
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No test sees the developer's SUPERMETRICS_* settings (a real key must never be used)."""
+    for name in [n for n in os.environ if n.startswith("SUPERMETRICS_")]:
+        monkeypatch.delenv(name)
 
 
 @pytest.fixture
-def sandbox() -> Iterator[Sandbox]:
-    """A running sandbox: manual progression, default limits (20/s, 5000/h), no faults."""
-    with Sandbox(seed=1) as sb:
+def sandbox(request: pytest.FixtureRequest) -> Iterator[Sandbox]:
+    """A running sandbox: manual progression, default limits (20/s, 5000/h), no faults,
+    unless the test or its module says otherwise with `@pytest.mark.sandbox(...)`."""
+    settings: dict[str, object] = {"seed": 1}
+    marker = request.node.get_closest_marker("sandbox")
+    if marker is not None:
+        settings.update(marker.kwargs)
+    with Sandbox(**settings) as sb:  # type: ignore[arg-type]
         yield sb
 
 
 @pytest.fixture
 def client(sandbox: Sandbox) -> Iterator[Client]:
     """A client for `sandbox` with fast backoff so retry tests stay quick."""
-    with Client(api_key=sandbox.api_key, base_url=sandbox.base_url, timeout=5.0,
-                backoff_base=0.05, backoff_cap=0.5) as c:
+    with fast_client(sandbox) as c:
         yield c

@@ -14,14 +14,8 @@ import smtoolkit as sm
 from smtoolkit import Client, Outcome
 from smtoolkit.frames import DTYPES
 from smtoolkit.sandbox import Sandbox
+from tests.helpers import FakeClock, fast_client
 from tests.scripted import Reply, Scripted, batch, envelope
-
-
-def fast_client(sb: Sandbox | Scripted, **kw: object) -> Client:
-    key = kw.pop("api_key", getattr(sb, "api_key", "scripted-key"))
-    opts = {"timeout": 5.0, "backoff_base": 0.05, "backoff_cap": 0.3}
-    opts.update(kw)
-    return Client(api_key=key, base_url=sb.base_url, **opts)  # type: ignore[arg-type]
 
 
 def outcomes(report: pd.DataFrame) -> dict[str, str]:
@@ -195,7 +189,7 @@ def test_network_errors_are_reported_and_never_mislabel_a_stopped_batch(sandbox:
     assert not any(t["cancelled"] for t in sandbox.batches().values())
 
 
-def test_reset_after_apply_is_reported_cancelled(sandbox: Sandbox) -> None:
+def test_every_answer_lost_after_apply_leaves_network_error_not_a_claim(sandbox: Sandbox) -> None:
     ids = sandbox.create_batches(6)
     sandbox.set_faults(reset_after_rate=1.0)  # every answer is lost, including the GET that verifies
     with fast_client(sandbox, max_retries=1) as c:
@@ -331,22 +325,36 @@ def test_forbidden_and_client_error() -> None:
 
 
 def test_retry_after_seconds_is_honoured() -> None:
-    replies = [Reply(429, envelope("TOO_MANY_REQUESTS"), {"Retry-After": "1"}), Reply(200, batch("qrb_a"))]
-    with Scripted(replies) as srv, fast_client(srv) as c:
+    clock = FakeClock()
+    replies = [Reply(429, envelope("TOO_MANY_REQUESTS"), {"Retry-After": "7"}), Reply(200, batch("qrb_a"))]
+    with Scripted(replies) as srv, fast_client(srv, clock=clock.now, sleep=clock.sleep) as c:
         r = c.cancel("qrb_a")
-    assert r.outcome is Outcome.CANCELLED and r.attempts == 2
-    gap = srv.log[1]["time"] - srv.log[0]["time"]
-    assert 1.0 <= gap < 2.5
+    assert r.outcome is Outcome.CANCELLED and r.attempts == 2 and len(srv.log) == 2
+    # The whole wait is the server's 7 s (plus at most 1 s of jitter), on the client's own clock.
+    assert 7.0 <= sum(clock.slept) <= 8.0 + 0.1
+    assert 7.0 <= r.elapsed_s <= 8.1
 
 
 def test_retry_after_http_date_is_honoured() -> None:
-    when = email.utils.formatdate(time.time() + 2, usegmt=True)
+    clock = FakeClock()
+    when = email.utils.formatdate(time.time() + 30, usegmt=True)
     replies = [Reply(503, envelope("SERVICE_UNAVAILABLE"), {"Retry-After": when}), Reply(200, batch("qrb_a"))]
-    with Scripted(replies) as srv, fast_client(srv) as c:
+    with Scripted(replies) as srv, fast_client(srv, clock=clock.now, sleep=clock.sleep) as c:
         r = c.cancel("qrb_a")
-    assert r.outcome is Outcome.CANCELLED
-    gap = srv.log[1]["time"] - srv.log[0]["time"]
-    assert 1.0 <= gap < 3.5  # an HTTP-date has whole seconds
+    assert r.outcome is Outcome.CANCELLED and len(srv.log) == 2
+    assert 28.0 <= sum(clock.slept) <= 31.0 + 1.0  # an HTTP-date has whole seconds
+
+
+def test_a_retry_after_beyond_the_row_deadline_gives_up_at_once() -> None:
+    clock = FakeClock()
+    replies = [Reply(503, envelope("SERVICE_UNAVAILABLE"), {"Retry-After": "120"})]
+    with Scripted(replies) as srv, fast_client(srv, clock=clock.now, sleep=clock.sleep, row_deadline=60) as c:
+        r = c.cancel("qrb_a")
+    # No 120 s wait inside a 60 s row: the DELETE gives up, and the verification GETs (which
+    # would also wait) are refused by the same deadline only once it has passed.
+    assert r.outcome is Outcome.SERVER_ERROR and r.error_description is not None
+    assert "row_deadline" in r.error_description and sum(clock.slept) <= 60.0
+    assert [e["method"] for e in srv.log][0] == "DELETE"
 
 
 def test_a_429_pauses_the_whole_pool() -> None:

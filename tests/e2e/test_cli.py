@@ -26,6 +26,7 @@ import pytest
 
 from smtoolkit.cli import build_parser
 from smtoolkit.sandbox import Sandbox
+from tests.helpers import deleted_ids
 
 REPO = Path(__file__).resolve().parents[2]
 TIMEOUT = 60
@@ -67,10 +68,6 @@ def methods(sb: Sandbox) -> list[str]:
     return [r["method"] for r in sb.requests]
 
 
-def deletes(sb: Sandbox) -> list[str]:
-    return [r["batch_id"] for r in sb.requests if r["method"] == "DELETE"]
-
-
 def cancelled(sb: Sandbox, ids: list[str]) -> list[bool]:
     return [bool(sb.batch(i)["cancelled"]) for i in ids]  # type: ignore[index]
 
@@ -90,7 +87,7 @@ def test_exit_0_when_every_row_is_fine(sandbox: Sandbox) -> None:
     report = read_csv_text(p.stdout)
     assert report["outcome"].tolist() == ["cancelled"] * 3 + ["already_stopped", "not_found", "duplicate"]
     assert cancelled(sandbox, running) == [True] * 3
-    assert sorted(deletes(sandbox)) == sorted([*running, *stopped, "qrb_000000000404"])  # duplicate sent once
+    assert sorted(deleted_ids(sandbox)) == sorted([*running, *stopped, "qrb_000000000404"])  # duplicate sent once
 
 
 def test_exit_1_when_rows_are_skipped_at_the_budget_reserve(sandbox: Sandbox) -> None:
@@ -102,7 +99,7 @@ def test_exit_1_when_rows_are_skipped_at_the_budget_reserve(sandbox: Sandbox) ->
     report = read_csv_text(p.stdout)
     assert (report["outcome"] == "skipped").any()
     assert set(report.loc[report["outcome"] == "skipped", "error_code"]) == {"BUDGET_RESERVE"}
-    assert len(deletes(sandbox)) == (report["outcome"] == "cancelled").sum() < 6
+    assert len(deleted_ids(sandbox)) == (report["outcome"] == "cancelled").sum() < 6
     assert "reserve" in p.stderr
 
 
@@ -115,15 +112,9 @@ def test_exit_1_when_a_cancel_is_still_stopping(sandbox: Sandbox) -> None:
 
 
 def test_exit_1_on_network_errors(sandbox: Sandbox) -> None:
-    # The CLI cannot set the backoff; run the same `main()` with faster defaults so the five
-    # retries of a connection reset take milliseconds, not the default ~8 s.
-    fast = ("import sys, smtoolkit.client as c; "
-            "c.Client.__init__.__kwdefaults__.update(backoff_base=0.01, backoff_cap=0.05); "
-            "from smtoolkit.cli import main; sys.exit(main())")
     ids = sandbox.create_batches(2)
     sandbox.set_faults(reset_before_rate=1.0)
-    p = run_cli(sandbox, "cancel", *ids, "--yes", "--no-progress", "-o", "csv",
-                argv0=[sys.executable, "-c", fast])
+    p = run_cli(sandbox, "cancel", *ids, "--yes", "--no-progress", "-o", "csv", "--max-retries", "0")
     assert p.returncode == 1, p.stderr
     report = read_csv_text(p.stdout)
     assert report["outcome"].tolist() == ["network_error", "network_error"]
@@ -135,7 +126,7 @@ def test_exit_1_for_an_invalid_id(sandbox: Sandbox) -> None:
     p = run_cli(sandbox, "cancel", bid, "qrb_../../admin", "--yes", "--no-progress")
     assert p.returncode == 1
     assert "invalid_id" in p.stdout
-    assert deletes(sandbox) == [bid]
+    assert deleted_ids(sandbox) == [bid]
 
 
 @pytest.mark.parametrize("args, message", [
@@ -206,7 +197,7 @@ def test_exit_130_on_interrupt(sandbox: Sandbox) -> None:
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:
         end = time.monotonic() + 20
-        while not deletes(sandbox) and time.monotonic() < end:
+        while not deleted_ids(sandbox) and time.monotonic() < end:
             time.sleep(0.02)
         time.sleep(0.3)
         p.send_signal(signal.SIGINT)
@@ -220,7 +211,7 @@ def test_exit_130_on_interrupt(sandbox: Sandbox) -> None:
     assert "interrupted" in err
     report = read_csv_text(out)
     assert len(report) == 60
-    sent = set(deletes(sandbox))
+    sent = set(deleted_ids(sandbox))
     assert 0 < len(sent) < 60
     skipped = report[report["error_code"] == "INTERRUPTED"]
     assert len(skipped) > 0 and set(skipped["outcome"]) == {"skipped"}
@@ -380,7 +371,7 @@ def test_duplicates_and_invalid_ids_are_counted(sandbox: Sandbox) -> None:
     report = read_csv_text(p.stdout)
     assert report["outcome"].tolist() == ["cancelled", "duplicate", "invalid_id", "cancelled", "duplicate",
                                           "invalid_id"]
-    assert sorted(deletes(sandbox)) == sorted(ids)
+    assert sorted(deleted_ids(sandbox)) == sorted(ids)
     assert all("admin" not in r["path"] for r in sandbox.requests)
 
 
@@ -468,13 +459,13 @@ def test_journal_rerun_sends_nothing_for_final_batches(sandbox: Sandbox, tmp_pat
     assert p1.returncode == 0
     lines = [json.loads(line) for line in journal.read_text(encoding="utf-8").splitlines()]
     assert sorted(r["batch_id"] for r in lines if "batch_id" in r) == sorted(first)  # after a header
-    before = len(deletes(sandbox))
+    before = len(deleted_ids(sandbox))
     assert before == 4
     [new] = sandbox.create_batches(1)
     p2 = run_cli(sandbox, "cancel", *first, new, "--yes", "--no-progress", "--journal", str(journal),
                  "-o", "csv")
     assert p2.returncode == 0, p2.stderr
-    assert deletes(sandbox)[before:] == [new]  # only the batch not yet final is sent
+    assert deleted_ids(sandbox)[before:] == [new]  # only the batch not yet final is sent
     report = read_csv_text(p2.stdout)
     assert report["outcome"].tolist() == ["cancelled"] * 3 + ["not_found", "cancelled"]
     assert cancelled(sandbox, [*ids, new]) == [True] * 4
@@ -548,7 +539,7 @@ def test_unwritable_out_is_refused_before_anything_is_sent(sandbox: Sandbox) -> 
     ids = sandbox.create_batches(2)
     p = run_cli(sandbox, "cancel", *ids, "--yes", "--no-progress", "--out", "/nonexistent/dir/r.csv")
     assert p.returncode == 2
-    assert deletes(sandbox) == []
+    assert deleted_ids(sandbox) == []
 
 
 def test_headerless_file_with_leading_blank_line(sandbox: Sandbox, tmp_path: Path) -> None:

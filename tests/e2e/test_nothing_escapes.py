@@ -372,17 +372,20 @@ def test_another_process_is_named_and_a_killed_one_never_blocks(tmp_path: Path, 
 # -- two runs sharing one client ------------------------------------------------------------------
 
 
+@pytest.mark.sandbox(per_second=400)
 def test_two_runs_sharing_a_client_count_only_their_own_requests(sandbox: Sandbox) -> None:
     a, b = sandbox.create_batches(30), sandbox.create_batches(50)
-    sandbox.set_faults(latency=0.01, throttle_rate=0.1)
+    sandbox.set_faults(latency=0.01, throttle_rate=0.1, throttle_retry_after=False)
     reports: dict[str, pd.DataFrame] = {}
-    with Client(api_key=sandbox.api_key, base_url=sandbox.base_url, max_rps=40, backoff_base=0.01) as shared:
+    with Client(api_key=sandbox.api_key, base_url=sandbox.base_url, max_rps=200, backoff_base=0.01,
+                backoff_cap=0.05) as shared:
         threads = [threading.Thread(target=lambda n=n, ids=ids: reports.update(
             {n: sm.cancel_batches(ids, client=shared, workers=3, progress=False)})) for n, ids in (("a", a), ("b", b))]
         for t in threads:
             t.start()
         for t in threads:
             t.join(120)
+    assert sum(r.attrs["throttled"] for r in reports.values()) > 0  # 429s to count, not only requests
     for name, ids in (("a", a), ("b", b)):
         mine = [r for r in sandbox.requests if r["batch_id"] in set(ids)]
         assert reports[name].attrs["requests_sent"] == len(mine)
@@ -444,25 +447,25 @@ def test_cli_status_table_with_unprintable_descriptions(sandbox: Sandbox, tmp_pa
     assert pd.read_csv(out, dtype=str)["description"].str.startswith("東京 → Łódź").all()
 
 
-def test_cli_an_unwritable_out_after_the_run_still_prints_and_fails(sandbox: Sandbox, tmp_path: Path) -> None:
+def test_cli_an_out_file_the_disk_refuses_still_prints_and_fails(sandbox: Sandbox, tiny_disk: Path) -> None:
     ids = sandbox.create_batches(2)
-    target = tmp_path / "gone"
-    target.mkdir()
-    out = target / "report.csv"
-    holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
-        import os, shutil, sys, time
-        # Remove the directory once the run has started, so --out fails only after the cancels.
-        time.sleep(0.8)
-        shutil.rmtree({str(target)!r})
-    """)])
-    sandbox.set_faults(latency=0.5)
-    p = _cli(["cancel", *ids, "--yes", "--no-progress", "-o", "csv", "--workers", "1",
-              "--base-url", sandbox.base_url, "--out", str(out)], key=sandbox.api_key, encoding="utf-8")
-    holder.wait(10)
+    fd = os.open(tiny_disk / "filler2", os.O_WRONLY | os.O_CREAT)  # fill the disk to the last byte
+    try:
+        while os.write(fd, b"x" * 512):
+            pass
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+    out = tiny_disk / "report.csv"
+    p = _cli(["cancel", *ids, "--yes", "--no-progress", "-o", "csv", "--base-url", sandbox.base_url,
+              "--out", str(out)], key=sandbox.api_key, encoding="utf-8")
     stderr = p.stderr.decode()
     assert p.returncode == 1 and "the report could not be written" in stderr, stderr
+    assert "No space left on device" in stderr and "Traceback" not in stderr
     assert all(i.encode() in p.stdout for i in ids)  # the report still reached stdout
     assert sum(b["cancelled"] for b in sandbox.batches().values()) == 2
+    assert not out.exists() and not any(tiny_disk.glob(".report.csv.*"))  # no half-written file left
 
 
 # -- building the report can never fail because of what a server or a journal held ---------------

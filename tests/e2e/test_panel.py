@@ -11,7 +11,6 @@ import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import ipywidgets as widgets
 import pandas as pd
@@ -21,16 +20,13 @@ from smtoolkit import Client
 from smtoolkit.config import API_KEY_ENV
 from smtoolkit.panel import CancelPanel
 from smtoolkit.sandbox import Sandbox
+from tests.helpers import deletes, fast_client
 from tests.scripted import Reply, Scripted, batch, envelope
 
 WRONG_KEY = "sbx_wrong_key_7c1e9d0a5b"
 
 
 # -- helpers ------------------------------------------------------------------------------------
-def fast_client(base_url: str, api_key: str) -> Client:
-    return Client(api_key=api_key, base_url=base_url, timeout=5.0, backoff_base=0.05, backoff_cap=0.3)
-
-
 def cell(card: str, name: str) -> str | None:
     """The unescaped text of the card row whose CSS class is smtk-<name>, or None if absent."""
     m = re.search(rf'<td class="smtk-{re.escape(name)}">(.*?)</td>', card, re.S)
@@ -40,10 +36,6 @@ def cell(card: str, name: str) -> str | None:
 def text(fragment: str) -> str:
     """HTML to plain text (tags dropped, entities decoded)."""
     return html.unescape(re.sub(r"<[^>]+>", "", fragment))
-
-
-def deletes(sb: Sandbox) -> list[dict[str, Any]]:
-    return [r for r in sb.requests if r["method"] == "DELETE"]
 
 
 def shown_time(iso: str) -> str:
@@ -72,7 +64,7 @@ def look_up(panel: CancelPanel, batch_id: str) -> None:
 
 @pytest.fixture
 def fast(sandbox: Sandbox) -> Iterator[Client]:
-    with fast_client(sandbox.base_url, sandbox.api_key) as c:
+    with fast_client(sandbox) as c:
         yield c
 
 
@@ -377,7 +369,7 @@ def test_scripted_429_with_retry_after_then_200(tmp_path: Path) -> None:
             return Reply(200, batch(bid))
         return Reply(200, batch(bid, status="RUNNING", cancel_time=None))
 
-    with Scripted(responder=responder) as server, fast_client(server.base_url, "scripted-key") as c:
+    with Scripted(responder=responder) as server, fast_client(server) as c:
         p = CancelPanel(client=c)
         look_up(p, bid)
         assert cell(p.card.value, "outcome") == "would_cancel"

@@ -21,7 +21,7 @@ import subprocess
 import sys
 import traceback
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +31,7 @@ import pytest
 
 import smtoolkit as sm
 from smtoolkit import Client
-from smtoolkit.config import API_KEY_ENV, BASE_URL_ENV
+from smtoolkit.config import API_KEY_ENV
 from smtoolkit.panel import CancelPanel
 from smtoolkit.sandbox import Faults, Sandbox
 
@@ -39,6 +39,7 @@ _KEY_HEX = secrets.token_hex(16)
 _WRONG_HEX = secrets.token_hex(16)
 KEY = "sk_LEAKCANARY_" + _KEY_HEX
 WRONG_KEY = "sk_WRONGCANARY_" + _WRONG_HEX
+pytestmark = pytest.mark.sandbox(api_key=KEY, seed=11, per_second=400, already_stopped="conflict")
 # The random parts alone too: a key cut, wrapped or re-encoded still carries them.
 CANARIES = {"key": KEY, "wrong key": WRONG_KEY, "key's random part": _KEY_HEX,
             "wrong key's random part": _WRONG_HEX, "key's prefix": "LEAKCANARY", "wrong key's prefix": "WRONGCANARY"}
@@ -81,29 +82,17 @@ def raised(call: Callable[[], Any], kind: type[BaseException] = sm.ConfigError) 
 
 
 @pytest.fixture
-def sb() -> Iterator[Sandbox]:
-    with Sandbox(api_key=KEY, seed=11, per_second=400, already_stopped="conflict") as s:
-        yield s
-
-
-@pytest.fixture
 def surfaces() -> Surfaces:
     return Surfaces()
 
 
-@pytest.fixture(autouse=True)
-def no_key_in_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv(API_KEY_ENV, raising=False)
-    monkeypatch.delenv(BASE_URL_ENV, raising=False)
-
-
-def fixture_ids(sb: Sandbox, live: int = 3) -> dict[str, list[Any]]:
-    return {"live": sb.create_batches(live), "pre": sb.create_batches(1, status="STOPPED"),
+def fixture_ids(sandbox: Sandbox, live: int = 3) -> dict[str, list[Any]]:
+    return {"live": sandbox.create_batches(live), "pre": sandbox.create_batches(1, status="STOPPED"),
             "unknown": ["qrb_nosuchbatch01"], "invalid": ["not valid/", None]}
 
 
 # -- the library --------------------------------------------------------------------------------
-def test_every_library_path_keeps_the_key_out(sb: Sandbox, surfaces: Surfaces, tmp_path: Path,
+def test_every_library_path_keeps_the_key_out(sandbox: Sandbox, surfaces: Surfaces, tmp_path: Path,
                                               caplog: pytest.LogCaptureFixture, recwarn: pytest.WarningsRecorder,
                                               capsys: pytest.CaptureFixture[str]) -> None:
     caplog.set_level(logging.DEBUG)  # the root logger: smtoolkit, urllib3, everything
@@ -116,11 +105,11 @@ def test_every_library_path_keeps_the_key_out(sb: Sandbox, surfaces: Surfaces, t
         surfaces.add_report(f"report of {sorted(set(report['outcome']))}", report)
         return report
 
-    with Client(api_key=KEY, base_url=sb.base_url, max_retries=1, **FAST) as client:
+    with Client(api_key=KEY, base_url=sandbox.base_url, max_retries=1, **FAST) as client:
         surfaces.add("repr(client)", repr(client))
         surfaces.add("str(client)", str(client))
         surfaces.add("vars(client)", vars(client))
-        ids = fixture_ids(sb)
+        ids = fixture_ids(sandbox)
         # success, 409 (already stopped), 404, invalid IDs, a duplicate
         ok = cancel(ids["live"][:2] + ids["pre"] + ids["unknown"] + ids["invalid"] + ids["live"][:1])
         assert {"cancelled", "already_stopped", "not_found", "invalid_id", "duplicate"} <= set(ok["outcome"])
@@ -135,15 +124,15 @@ def test_every_library_path_keeps_the_key_out(sb: Sandbox, surfaces: Surfaces, t
             ("cancelled", dict(truncate_rate=1.0)),  # the retry's 409 settles it
         ]
         for expected, fault in faults:
-            bid = sb.create_batches(1)
-            sb.set_faults(Faults(**fault))  # only this fault
+            bid = sandbox.create_batches(1)
+            sandbox.set_faults(Faults(**fault))  # only this fault
             report = cancel(bid)
             assert report["outcome"].iloc[0] == expected, (fault, report.iloc[0].to_dict())
-        sb.set_faults(Faults())
+        sandbox.set_faults(Faults())
         # problem+json on a 404
-        sb.set_faults(problem_rate=1.0)
+        sandbox.set_faults(problem_rate=1.0)
         assert cancel(["qrb_nosuchbatch02"])["error_code"].iloc[0] == "NOT_FOUND"
-        sb.set_faults(problem_rate=0.0)
+        sandbox.set_faults(problem_rate=0.0)
 
         # dry run, look-ups, one cancel
         surfaces.add_report("dry run", sm.cancel_batches(ids["live"][2:] + ids["unknown"], client=client,
@@ -161,17 +150,17 @@ def test_every_library_path_keeps_the_key_out(sb: Sandbox, surfaces: Surfaces, t
         surfaces.add("export_csv file", path.read_text(encoding="utf-8"))
 
     # a timeout: the answer comes after the client gave up
-    sb.set_faults(hang_rate=1.0, hang_seconds=1.5)
-    with Client(api_key=KEY, base_url=sb.base_url, max_retries=0, **{**FAST, "timeout": 0.3}) as slow:
-        late = sm.cancel_batches(sb.create_batches(1), client=slow, progress=False)
+    sandbox.set_faults(hang_rate=1.0, hang_seconds=1.5)
+    with Client(api_key=KEY, base_url=sandbox.base_url, max_retries=0, **{**FAST, "timeout": 0.3}) as slow:
+        late = sm.cancel_batches(sandbox.create_batches(1), client=slow, progress=False)
         surfaces.add_report("timeout", late)
         assert late["outcome"].iloc[0] in ("network_error", "cancelled")
-    sb.set_faults(hang_rate=0.0)
+    sandbox.set_faults(hang_rate=0.0)
 
     # the wrong key: 401, the run stops, a warning
-    with Client(api_key=WRONG_KEY, base_url=sb.base_url, **FAST) as wrong:
+    with Client(api_key=WRONG_KEY, base_url=sandbox.base_url, **FAST) as wrong:
         surfaces.add("repr(wrong client)", repr(wrong))
-        denied = sm.cancel_batches(sb.create_batches(5), client=wrong, workers=1, progress=True)
+        denied = sm.cancel_batches(sandbox.create_batches(5), client=wrong, workers=1, progress=True)
         assert denied["outcome"].iloc[0] == "unauthorized" and "skipped" in set(denied["outcome"])
         surfaces.add_report("unauthorized", denied)
         surfaces.add("Result 401", repr(sm.cancel_batch(ids["live"][0], client=wrong)))
@@ -186,11 +175,11 @@ def test_every_library_path_keeps_the_key_out(sb: Sandbox, surfaces: Surfaces, t
         surfaces.add("tight sandbox log", tight.requests)
 
     surfaces.add("journal file", journal.read_text(encoding="utf-8"))
-    surfaces.add("sandbox request log", sb.requests)
-    surfaces.add("sandbox truth", sb.batches())
-    surfaces.add("repr(sandbox)", repr(sb))
+    surfaces.add("sandbox request log", sandbox.requests)
+    surfaces.add("sandbox truth", sandbox.batches())
+    surfaces.add("repr(sandbox)", repr(sandbox))
     for route in ("/_sandbox/requests", "/_sandbox/batches", "/_sandbox/faults"):
-        with urllib.request.urlopen(sb.url + route, timeout=10) as resp:
+        with urllib.request.urlopen(sandbox.url + route, timeout=10) as resp:
             surfaces.add(f"sandbox control {route}", resp.read().decode())
 
     # the logs, the warnings and the progress bars
@@ -208,7 +197,7 @@ def test_every_library_path_keeps_the_key_out(sb: Sandbox, surfaces: Surfaces, t
     surfaces.assert_clean()
 
 
-def test_configuration_errors_never_echo_the_key(sb: Sandbox, surfaces: Surfaces,
+def test_configuration_errors_never_echo_the_key(sandbox: Sandbox, surfaces: Surfaces,
                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     """Each mistake raises ConfigError/InputError, and neither message nor traceback holds the key."""
     bad_urls = ["ftp://api.example.com/v2", "http://api.example.com/v2", f"https://user:{KEY}@api.example.com/v2",
@@ -219,17 +208,17 @@ def test_configuration_errors_never_echo_the_key(sb: Sandbox, surfaces: Surfaces
         surfaces.add_exception(f"cancel_batches base_url {url[:12]!r}", raised(
             lambda: sm.cancel_batches(["qrb_a"], api_key=KEY, base_url=url, progress=False)))
     for key in (KEY + " extra", KEY + "\nX", "Bearer " + KEY, KEY + "é", WRONG_KEY + "\t" + KEY):
-        surfaces.add_exception("a key with a space", raised(lambda: Client(api_key=key, base_url=sb.base_url)))
+        surfaces.add_exception("a key with a space", raised(lambda: Client(api_key=key, base_url=sandbox.base_url)))
         monkeypatch.setenv(API_KEY_ENV, key)
-        surfaces.add_exception("a bad key in the environment", raised(lambda: Client(base_url=sb.base_url)))
+        surfaces.add_exception("a bad key in the environment", raised(lambda: Client(base_url=sandbox.base_url)))
         monkeypatch.delenv(API_KEY_ENV)
     settings: list[dict[str, Any]] = [dict(timeout=-1), dict(max_rps=0), dict(reserve=-1), dict(max_retries=-1),
                                       dict(timeout="soon"), dict(max_rps="fast")]
     for setting in settings:
-        surfaces.add_exception(f"setting {setting}", raised(lambda: Client(api_key=KEY, base_url=sb.base_url, **setting)))
+        surfaces.add_exception(f"setting {setting}", raised(lambda: Client(api_key=KEY, base_url=sandbox.base_url, **setting)))
     monkeypatch.setenv(API_KEY_ENV, KEY)
     surfaces.add_exception("env key, bad url", raised(lambda: Client(base_url="http://example.com/")))
-    with Client(base_url=sb.base_url) as client:
+    with Client(base_url=sandbox.base_url) as client:
         surfaces.add("repr(env client)", repr(client))
         surfaces.add_exception("client and settings", raised(
             lambda: sm.cancel_batches(["qrb_a"], client=client, api_key=KEY, progress=False)))
@@ -237,11 +226,11 @@ def test_configuration_errors_never_echo_the_key(sb: Sandbox, surfaces: Surfaces
             lambda: sm.cancel_batches(pd.DataFrame({KEY[:3]: ["qrb_a"]}), client=client, progress=False),
             sm.InputError))
     surfaces.add_exception("an unknown setting", raised(
-        lambda: sm.cancel_batches(["qrb_a"], api_key=KEY, base_url=sb.base_url, colum="id", progress=False),
+        lambda: sm.cancel_batches(["qrb_a"], api_key=KEY, base_url=sandbox.base_url, colum="id", progress=False),
         sm.ConfigError))
     surfaces.add_exception("CancelPanel with a bad URL", raised(
         lambda: CancelPanel(api_key=KEY, base_url="http://example.com/")))
-    assert sb.requests == []
+    assert sandbox.requests == []
     surfaces.assert_clean()
 
 
@@ -287,30 +276,30 @@ def drive_panel(p: CancelPanel, bid: str, tmp_path: Path, surfaces: Surfaces, wh
     surfaces.add(f"{where}: widget state", widget_states(p, skip=(p.key_input,) if p.key_input else ()))
 
 
-def test_the_panel_keeps_the_key_out(sb: Sandbox, surfaces: Surfaces, tmp_path: Path,
+def test_the_panel_keeps_the_key_out(sandbox: Sandbox, surfaces: Surfaces, tmp_path: Path,
                                      caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
     caplog.set_level(logging.DEBUG)
-    ids = sb.create_batches(4)
-    with Client(api_key=KEY, base_url=sb.base_url, **FAST) as client:
+    ids = sandbox.create_batches(4)
+    with Client(api_key=KEY, base_url=sandbox.base_url, **FAST) as client:
         p = CancelPanel(client=client)
         drive_panel(p, ids[0], tmp_path, surfaces, "panel with a client")
         assert "cancelled" in p.card.value or "cancelled" in set(p.history["outcome"])
-    built = CancelPanel(api_key=KEY, base_url=sb.base_url, **FAST)  # a panel built with the key
+    built = CancelPanel(api_key=KEY, base_url=sandbox.base_url, **FAST)  # a panel built with the key
     drive_panel(built, ids[1], tmp_path, surfaces, "panel built with the key")
     assert built.key_input is None
-    wrong = CancelPanel(api_key=WRONG_KEY, base_url=sb.base_url, **FAST)
+    wrong = CancelPanel(api_key=WRONG_KEY, base_url=sandbox.base_url, **FAST)
     drive_panel(wrong, ids[2], tmp_path, surfaces, "panel with the wrong key")
     assert "unauthorized" in set(wrong.history["outcome"])
-    sb.set_faults(error_rate=1.0, problem_rate=1.0)
-    failing = CancelPanel(api_key=KEY, base_url=sb.base_url, max_retries=0, **FAST)
+    sandbox.set_faults(error_rate=1.0, problem_rate=1.0)
+    failing = CancelPanel(api_key=KEY, base_url=sandbox.base_url, max_retries=0, **FAST)
     drive_panel(failing, ids[3], tmp_path, surfaces, "panel with server errors")
     assert "server_error" in set(failing.history["outcome"])
-    sb.set_faults(error_rate=0.0, problem_rate=0.0)
+    sandbox.set_faults(error_rate=0.0, problem_rate=0.0)
     # a panel that asks for the key (its password box is allowed to hold it: checked below)
-    typed = CancelPanel(base_url=sb.base_url, **FAST)
+    typed = CancelPanel(base_url=sandbox.base_url, **FAST)
     assert typed.key_input is not None
     typed.key_input.value = KEY
-    drive_panel(typed, sb.create_batches(1)[0], tmp_path, surfaces, "panel with a typed key")
+    drive_panel(typed, sandbox.create_batches(1)[0], tmp_path, surfaces, "panel with a typed key")
     assert "cancelled" in set(typed.history["outcome"])
     surfaces.add("log text", caplog.text)
     for panel in (p, built, wrong, failing, typed):
@@ -318,9 +307,9 @@ def test_the_panel_keeps_the_key_out(sb: Sandbox, surfaces: Surfaces, tmp_path: 
     surfaces.assert_clean()
 
 
-def test_a_typed_key_does_not_stay_in_the_widget_state(sb: Sandbox) -> None:
-    (bid,) = sb.create_batches(1)
-    p = CancelPanel(base_url=sb.base_url, **FAST)
+def test_a_typed_key_does_not_stay_in_the_widget_state(sandbox: Sandbox) -> None:
+    (bid,) = sandbox.create_batches(1)
+    p = CancelPanel(base_url=sandbox.base_url, **FAST)
     assert p.key_input is not None
     p.key_input.value = KEY
     p.id_input.value = bid
@@ -332,13 +321,13 @@ def test_a_typed_key_does_not_stay_in_the_widget_state(sb: Sandbox) -> None:
 
 
 # -- the command line ---------------------------------------------------------------------------
-def cli(sb: Sandbox, *args: str, key: str | None = KEY, base_url: bool = True) -> subprocess.Popen[str]:
+def cli(sandbox: Sandbox, *args: str, key: str | None = KEY, base_url: bool = True) -> subprocess.Popen[str]:
     """Start the CLI in a child process, the key only in its environment."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("SUPERMETRICS_")}
     env.update(PYTHONIOENCODING="utf-8", COLUMNS="120")
     if key is not None:
         env[API_KEY_ENV] = key
-    cmd = [sys.executable, "-m", "smtoolkit", *args] + (["--base-url", sb.base_url] if base_url else [])
+    cmd = [sys.executable, "-m", "smtoolkit", *args] + (["--base-url", sandbox.base_url] if base_url else [])
     return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             stdin=subprocess.DEVNULL, start_new_session=True)
 
@@ -355,8 +344,8 @@ def finish(where: str, p: subprocess.Popen[str], surfaces: Surfaces) -> int:
     return p.returncode
 
 
-def test_the_command_line_keeps_the_key_out(sb: Sandbox, surfaces: Surfaces, tmp_path: Path) -> None:
-    ids = fixture_ids(sb, live=16)
+def test_the_command_line_keeps_the_key_out(sandbox: Sandbox, surfaces: Surfaces, tmp_path: Path) -> None:
+    ids = fixture_ids(sandbox, live=16)
     live, pre, unknown = ids["live"], ids["pre"][0], ids["unknown"][0]
     out_csv, journal = tmp_path / "out.csv", tmp_path / "j.jsonl"
     # Independent runs (their own IDs, no faults) go in parallel; the progress bar is on.
@@ -376,21 +365,21 @@ def test_the_command_line_keeps_the_key_out(sb: Sandbox, surfaces: Surfaces, tmp
                                dict(base_url=False), {3}),
         "no terminal to confirm on": (["cancel", live[10]], {}, {2}),
     }
-    started = {where: cli(sb, *args, **kw) for where, (args, kw, _) in runs.items()}
+    started = {where: cli(sandbox, *args, **kw) for where, (args, kw, _) in runs.items()}
     for where, p in started.items():
         code = finish(where, p, surfaces)
         assert code in runs[where][2], (where, code)
     # Failures seen from the command line: 5xx (problem+json and envelope), HTML, resets, 429.
-    sb.set_faults(Faults(error_rate=0.4, problem_rate=0.5, html_rate=0.2, reset_before_rate=0.2,
+    sandbox.set_faults(Faults(error_rate=0.4, problem_rate=0.5, html_rate=0.2, reset_before_rate=0.2,
                          throttle_rate=0.2, throttle_retry_after=False))
-    code = finish("faults", cli(sb, "cancel", "--yes", "-o", "csv", "--timeout", "1", "--workers", "5",
+    code = finish("faults", cli(sandbox, "cancel", "--yes", "-o", "csv", "--timeout", "1", "--workers", "5",
                                 *live[11:16]), surfaces)
-    sb.set_faults(Faults())
+    sandbox.set_faults(Faults())
     assert code in (0, 1)
     assert out_csv.exists() and journal.exists()
     assert len(pd.read_csv(io.StringIO(out_csv.read_text(encoding="utf-8")))) == 2
     surfaces.add("--out file", out_csv.read_text(encoding="utf-8"))
     surfaces.add("--journal file", journal.read_text(encoding="utf-8"))
-    surfaces.add("sandbox request log", sb.requests)
-    assert not sb.batch(live[10])["cancelled"]  # type: ignore[index]
+    surfaces.add("sandbox request log", sandbox.requests)
+    assert not sandbox.batch(live[10])["cancelled"]  # type: ignore[index]
     surfaces.assert_clean()

@@ -15,7 +15,7 @@ import os
 import threading
 import time
 import traceback
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -29,25 +29,14 @@ from smtoolkit.config import API_KEY_ENV, BASE_URL_ENV
 from smtoolkit.sandbox import Sandbox
 
 PACKAGE = Path(sm.__file__).resolve().parent
+pytestmark = pytest.mark.sandbox(seed=5, per_second=200)
 
 
-@pytest.fixture
-def sb() -> Iterator[Sandbox]:
-    with Sandbox(seed=5, per_second=200) as s:
-        yield s
+def conn(sandbox: Sandbox) -> dict[str, Any]:
+    return dict(api_key=sandbox.api_key, base_url=sandbox.base_url)
 
 
-@pytest.fixture(autouse=True)
-def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv(API_KEY_ENV, raising=False)
-    monkeypatch.delenv(BASE_URL_ENV, raising=False)
-
-
-def conn(sb: Sandbox) -> dict[str, Any]:
-    return dict(api_key=sb.api_key, base_url=sb.base_url)
-
-
-def expect(sb: Sandbox, call: Callable[[], Any], kind: type[Exception], *needles: str) -> str:
+def expect(sandbox: Sandbox, call: Callable[[], Any], kind: type[Exception], *needles: str) -> str:
     """`call` raises `kind` with a clear message containing every needle; nothing was sent."""
     with pytest.raises(Exception) as info:
         call()
@@ -62,28 +51,28 @@ def expect(sb: Sandbox, call: Callable[[], Any], kind: type[Exception], *needles
     innermost = Path(info.traceback[-1].path).resolve()
     assert PACKAGE in innermost.parents, f"raised from {innermost}, not by smtoolkit itself:\n{shown}"
     assert shown.count("Traceback (most recent call last)") == 1, f"chained exceptions:\n{shown}"
-    assert sb.requests == [], f"{len(sb.requests)} request(s) sent before the error: {sb.requests[:3]}"
+    assert sandbox.requests == [], f"{len(sandbox.requests)} request(s) sent before the error: {sandbox.requests[:3]}"
     return message
 
 
 # -- the input ----------------------------------------------------------------------------------
-def test_wrong_column_name(sb: Sandbox) -> None:
-    ids = sb.create_batches(2)
+def test_wrong_column_name(sandbox: Sandbox) -> None:
+    ids = sandbox.create_batches(2)
     frame = pd.DataFrame({"id": ids, "note": ["a", "b"]})
-    expect(sb, lambda: sm.cancel_batches(frame, progress=False, **conn(sb)), sm.InputError,
+    expect(sandbox, lambda: sm.cancel_batches(frame, progress=False, **conn(sandbox)), sm.InputError,
            "'batch_id'", "'id'", "'note'", "column=")
-    expect(sb, lambda: sm.cancel_batches(frame, column="batchid", progress=False, **conn(sb)), sm.InputError,
+    expect(sandbox, lambda: sm.cancel_batches(frame, column="batchid", progress=False, **conn(sandbox)), sm.InputError,
            "'batchid'", "'id'")
-    expect(sb, lambda: sm.get_batches(frame, column="ID", progress=False, **conn(sb)), sm.InputError, "'ID'")
-    expect(sb, lambda: sm.cancel_batches(frame, column=None, progress=False, **conn(sb)), sm.InputError, "None")  # type: ignore[arg-type]
+    expect(sandbox, lambda: sm.get_batches(frame, column="ID", progress=False, **conn(sandbox)), sm.InputError, "'ID'")
+    expect(sandbox, lambda: sm.cancel_batches(frame, column=None, progress=False, **conn(sandbox)), sm.InputError, "None")  # type: ignore[arg-type]
     twice = pd.DataFrame([[ids[0], ids[1]]], columns=["batch_id", "batch_id"])
-    expect(sb, lambda: sm.cancel_batches(twice, progress=False, **conn(sb)), sm.InputError,
+    expect(sandbox, lambda: sm.cancel_batches(twice, progress=False, **conn(sandbox)), sm.InputError,
            "more than one column", "'batch_id'")
 
 
-def test_column_given_as_a_list(sb: Sandbox) -> None:
-    frame = pd.DataFrame({"batch_id": sb.create_batches(1)})
-    expect(sb, lambda: sm.cancel_batches(frame, column=["batch_id"], progress=False, **conn(sb)),  # type: ignore[arg-type]
+def test_column_given_as_a_list(sandbox: Sandbox) -> None:
+    frame = pd.DataFrame({"batch_id": sandbox.create_batches(1)})
+    expect(sandbox, lambda: sm.cancel_batches(frame, column=["batch_id"], progress=False, **conn(sandbox)),  # type: ignore[arg-type]
            sm.InputError, "column", "['batch_id']")
 
 
@@ -95,38 +84,38 @@ def test_column_given_as_a_list(sb: Sandbox) -> None:
     (b"qrb_3feb5ff5c71e", ["bytes"]),
     (3.5, ["float"]),
 ], ids=["dict", "int", "None", "plain string", "bytes", "float"])
-def test_wrong_input_type(sb: Sandbox, batches: Any, needles: list[str]) -> None:
-    expect(sb, lambda: sm.cancel_batches(batches, progress=False, **conn(sb)), sm.InputError, *needles)
-    expect(sb, lambda: sm.cancel_batches(batches, dry_run=True, progress=False, **conn(sb)), sm.InputError, *needles)
-    expect(sb, lambda: sm.get_batches(batches, progress=False, **conn(sb)), sm.InputError, *needles)
+def test_wrong_input_type(sandbox: Sandbox, batches: Any, needles: list[str]) -> None:
+    expect(sandbox, lambda: sm.cancel_batches(batches, progress=False, **conn(sandbox)), sm.InputError, *needles)
+    expect(sandbox, lambda: sm.cancel_batches(batches, dry_run=True, progress=False, **conn(sandbox)), sm.InputError, *needles)
+    expect(sandbox, lambda: sm.get_batches(batches, progress=False, **conn(sandbox)), sm.InputError, *needles)
 
 
 @pytest.mark.parametrize("empty", [np.nan, None, pd.NA, float("nan")], ids=["np.nan", "None", "pd.NA", "float nan"])
-def test_id_column_full_of_missing_values_is_reported_not_raised(sb: Sandbox, empty: Any) -> None:
+def test_id_column_full_of_missing_values_is_reported_not_raised(sandbox: Sandbox, empty: Any) -> None:
     frame = pd.DataFrame({"batch_id": [empty] * 4, "owner": list("abcd")}, index=[10, 11, 12, 13])
-    for call in (lambda: sm.cancel_batches(frame, progress=False, **conn(sb)),
-                 lambda: sm.cancel_batches(frame, dry_run=True, progress=False, **conn(sb)),
-                 lambda: sm.get_batches(frame, progress=False, **conn(sb)),
-                 lambda: sm.cancel_batches(frame["batch_id"], progress=False, **conn(sb))):
+    for call in (lambda: sm.cancel_batches(frame, progress=False, **conn(sandbox)),
+                 lambda: sm.cancel_batches(frame, dry_run=True, progress=False, **conn(sandbox)),
+                 lambda: sm.get_batches(frame, progress=False, **conn(sandbox)),
+                 lambda: sm.cancel_batches(frame["batch_id"], progress=False, **conn(sandbox))):
         report = call()
         assert list(report.index) == list(frame.index)
         assert list(report["outcome"]) == ["invalid_id"] * 4
         assert set(report["error_code"]) == {"INVALID_BATCH_ID"}
         assert report["error_message"].str.contains("missing batch ID").all(), list(report["error_message"])
         assert report["batch_id"].isna().all()
-    assert sb.requests == []
+    assert sandbox.requests == []
 
 
 # -- the key and the base URL -------------------------------------------------------------------
-def test_missing_key(sb: Sandbox) -> None:
-    ids = sb.create_batches(1)
-    for call in (lambda: sm.cancel_batches(ids, base_url=sb.base_url, progress=False),
-                 lambda: sm.get_batches(ids, base_url=sb.base_url, progress=False),
-                 lambda: sm.cancel_batch(ids[0], base_url=sb.base_url),
-                 lambda: Client(base_url=sb.base_url),
-                 lambda: Client(api_key="", base_url=sb.base_url),
-                 lambda: Client(api_key="   ", base_url=sb.base_url)):
-        expect(sb, call, sm.ConfigError, "no API key", "api_key=", API_KEY_ENV)
+def test_missing_key(sandbox: Sandbox) -> None:
+    ids = sandbox.create_batches(1)
+    for call in (lambda: sm.cancel_batches(ids, base_url=sandbox.base_url, progress=False),
+                 lambda: sm.get_batches(ids, base_url=sandbox.base_url, progress=False),
+                 lambda: sm.cancel_batch(ids[0], base_url=sandbox.base_url),
+                 lambda: Client(base_url=sandbox.base_url),
+                 lambda: Client(api_key="", base_url=sandbox.base_url),
+                 lambda: Client(api_key="   ", base_url=sandbox.base_url)):
+        expect(sandbox, call, sm.ConfigError, "no API key", "api_key=", API_KEY_ENV)
 
 
 @pytest.mark.parametrize("key, needles", [
@@ -135,9 +124,9 @@ def test_missing_key(sb: Sandbox) -> None:
     ("sk_lïve", ["api_key", "cannot go in an HTTP header"]),
     (12345, ["api_key", "string"]),
 ], ids=["space", "newline", "non-ascii", "int"])
-def test_unusable_key(sb: Sandbox, key: Any, needles: list[str]) -> None:
-    expect(sb, lambda: Client(api_key=key, base_url=sb.base_url), sm.ConfigError, *needles)
-    expect(sb, lambda: sm.cancel_batches(["qrb_a"], api_key=key, base_url=sb.base_url, progress=False),
+def test_unusable_key(sandbox: Sandbox, key: Any, needles: list[str]) -> None:
+    expect(sandbox, lambda: Client(api_key=key, base_url=sandbox.base_url), sm.ConfigError, *needles)
+    expect(sandbox, lambda: sm.cancel_batches(["qrb_a"], api_key=key, base_url=sandbox.base_url, progress=False),
            sm.ConfigError, *needles)
 
 
@@ -157,75 +146,75 @@ BAD_URLS = [
 
 
 @pytest.mark.parametrize("url, needles", BAD_URLS, ids=[u or "empty" for u, _ in BAD_URLS])
-def test_bad_base_url(sb: Sandbox, url: str, needles: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
-    expect(sb, lambda: Client(api_key=sb.api_key, base_url=url), sm.ConfigError, *needles)
-    expect(sb, lambda: sm.cancel_batches(sb.create_batches(1), api_key=sb.api_key, base_url=url, progress=False),
+def test_bad_base_url(sandbox: Sandbox, url: str, needles: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    expect(sandbox, lambda: Client(api_key=sandbox.api_key, base_url=url), sm.ConfigError, *needles)
+    expect(sandbox, lambda: sm.cancel_batches(sandbox.create_batches(1), api_key=sandbox.api_key, base_url=url, progress=False),
            sm.ConfigError, *needles)
     if url:
         monkeypatch.setenv(BASE_URL_ENV, url)
-        monkeypatch.setenv(API_KEY_ENV, sb.api_key)
+        monkeypatch.setenv(API_KEY_ENV, sandbox.api_key)
         from smtoolkit.config import base_url_from_env
 
-        expect(sb, lambda: Client(base_url=base_url_from_env()), sm.ConfigError, *needles)
+        expect(sandbox, lambda: Client(base_url=base_url_from_env()), sm.ConfigError, *needles)
 
 
 @pytest.mark.parametrize("url", ["https://api.super metrics.com/enterprise/v2", "https://api\tx.com/v2", "https://a..b/v2"],
                          ids=["space in host", "tab in host", "empty label"])
-def test_garbage_host_in_base_url(sb: Sandbox, url: str) -> None:
-    expect(sb, lambda: sm.cancel_batches(["qrb_a"], api_key=sb.api_key, base_url=url, progress=False,
+def test_garbage_host_in_base_url(sandbox: Sandbox, url: str) -> None:
+    expect(sandbox, lambda: sm.cancel_batches(["qrb_a"], api_key=sandbox.api_key, base_url=url, progress=False,
                                          max_retries=0, timeout=1), sm.ConfigError, "base_url")
 
 
 # -- files --------------------------------------------------------------------------------------
-def test_unwritable_journal(sb: Sandbox, tmp_path: Path) -> None:
-    ids = sb.create_batches(2)
+def test_unwritable_journal(sandbox: Sandbox, tmp_path: Path) -> None:
+    ids = sandbox.create_batches(2)
     missing = tmp_path / "no-such-dir" / "j.jsonl"
-    expect(sb, lambda: sm.cancel_batches(ids, journal=missing, progress=False, **conn(sb)), sm.InputError,
+    expect(sandbox, lambda: sm.cancel_batches(ids, journal=missing, progress=False, **conn(sandbox)), sm.InputError,
            "journal", "does not exist", str(missing.parent))
-    expect(sb, lambda: sm.cancel_batches(ids, journal=tmp_path, progress=False, **conn(sb)), sm.InputError,
+    expect(sandbox, lambda: sm.cancel_batches(ids, journal=tmp_path, progress=False, **conn(sandbox)), sm.InputError,
            "journal", "is a directory", str(tmp_path))
-    expect(sb, lambda: sm.cancel_batches(ids, journal=12, progress=False, **conn(sb)), sm.InputError,  # type: ignore[arg-type]
+    expect(sandbox, lambda: sm.cancel_batches(ids, journal=12, progress=False, **conn(sandbox)), sm.InputError,  # type: ignore[arg-type]
            "journal must be a file path")
-    expect(sb, lambda: sm.cancel_batches(ids, journal="", progress=False, **conn(sb)), sm.InputError,
+    expect(sandbox, lambda: sm.cancel_batches(ids, journal="", progress=False, **conn(sandbox)), sm.InputError,
            "journal must be a file path")
     if os.path.isdir("/proc/self"):
-        expect(sb, lambda: sm.cancel_batches(ids, journal="/proc/self/smtoolkit.jsonl", progress=False, **conn(sb)),
+        expect(sandbox, lambda: sm.cancel_batches(ids, journal="/proc/self/smtoolkit.jsonl", progress=False, **conn(sandbox)),
                sm.InputError, "cannot write journal", "/proc/self/smtoolkit.jsonl")
     other = tmp_path / "other.jsonl"
     other.write_text('{"format": "smtoolkit-journal", "version": 1, "base_url": "https://elsewhere/v2"}\n')
-    expect(sb, lambda: sm.cancel_batches(ids, journal=other, progress=False, **conn(sb)), sm.InputError,
+    expect(sandbox, lambda: sm.cancel_batches(ids, journal=other, progress=False, **conn(sandbox)), sm.InputError,
            "belongs to", "https://elsewhere/v2", "new journal")
-    assert not any(t["cancelled"] for t in sb.batches().values())
+    assert not any(t["cancelled"] for t in sandbox.batches().values())
 
 
-def test_unwritable_csv_path(sb: Sandbox, tmp_path: Path) -> None:
-    report = sm.cancel_batches(["bad id"], progress=False, **conn(sb))  # invalid: nothing sent
+def test_unwritable_csv_path(sandbox: Sandbox, tmp_path: Path) -> None:
+    report = sm.cancel_batches(["bad id"], progress=False, **conn(sandbox))  # invalid: nothing sent
     missing = tmp_path / "no-such-dir" / "r.csv"
-    expect(sb, lambda: sm.export_csv(report, missing), sm.InputError, "does not exist", str(missing.parent))
-    expect(sb, lambda: sm.export_csv(report, tmp_path), sm.InputError, "is a directory", "report.csv")
-    expect(sb, lambda: sm.export_csv(report, ""), sm.InputError, "file path")
-    expect(sb, lambda: sm.export_csv(report, None), sm.InputError, "file path")  # type: ignore[arg-type]
+    expect(sandbox, lambda: sm.export_csv(report, missing), sm.InputError, "does not exist", str(missing.parent))
+    expect(sandbox, lambda: sm.export_csv(report, tmp_path), sm.InputError, "is a directory", "report.csv")
+    expect(sandbox, lambda: sm.export_csv(report, ""), sm.InputError, "file path")
+    expect(sandbox, lambda: sm.export_csv(report, None), sm.InputError, "file path")  # type: ignore[arg-type]
     if os.path.isdir("/proc/self"):
-        expect(sb, lambda: sm.export_csv(report, "/proc/self/r.csv"), sm.InputError, "cannot write", "/proc/self/r.csv")
-    expect(sb, lambda: sm.export_csv(report.to_dict(), tmp_path / "r.csv"), sm.InputError, "DataFrame")  # type: ignore[arg-type]
+        expect(sandbox, lambda: sm.export_csv(report, "/proc/self/r.csv"), sm.InputError, "cannot write", "/proc/self/r.csv")
+    expect(sandbox, lambda: sm.export_csv(report.to_dict(), tmp_path / "r.csv"), sm.InputError, "DataFrame")  # type: ignore[arg-type]
     assert not (tmp_path / "r.csv").exists() and list(tmp_path.iterdir()) == []  # no temp file left behind
 
 
 # -- settings -----------------------------------------------------------------------------------
 @pytest.mark.parametrize("value", [0, 65, -1, 2.5, "4", True, None], ids=repr)
-def test_bad_workers(sb: Sandbox, value: Any) -> None:
-    ids = sb.create_batches(1)
-    expect(sb, lambda: sm.cancel_batches(ids, workers=value, progress=False, **conn(sb)), sm.InputError,
+def test_bad_workers(sandbox: Sandbox, value: Any) -> None:
+    ids = sandbox.create_batches(1)
+    expect(sandbox, lambda: sm.cancel_batches(ids, workers=value, progress=False, **conn(sandbox)), sm.InputError,
            "workers", "1 to 64", repr(value))
-    expect(sb, lambda: sm.get_batches(ids, workers=value, progress=False, **conn(sb)), sm.InputError, "workers")
+    expect(sandbox, lambda: sm.get_batches(ids, workers=value, progress=False, **conn(sandbox)), sm.InputError, "workers")
 
 
 @pytest.mark.parametrize("value", [-1, "5", True, math.nan, [1]], ids=repr)
-def test_bad_wait(sb: Sandbox, value: Any) -> None:
-    ids = sb.create_batches(1)
-    expect(sb, lambda: sm.cancel_batches(ids, wait=value, progress=False, **conn(sb)), sm.InputError,
+def test_bad_wait(sandbox: Sandbox, value: Any) -> None:
+    ids = sandbox.create_batches(1)
+    expect(sandbox, lambda: sm.cancel_batches(ids, wait=value, progress=False, **conn(sandbox)), sm.InputError,
            "wait", repr(value))
-    expect(sb, lambda: sm.cancel_batch(ids[0], wait=value, **conn(sb)), sm.InputError, "wait")
+    expect(sandbox, lambda: sm.cancel_batch(ids[0], wait=value, **conn(sandbox)), sm.InputError, "wait")
 
 
 SETTINGS: list[tuple[str, Any]] = [
@@ -237,10 +226,10 @@ SETTINGS: list[tuple[str, Any]] = [
 
 
 @pytest.mark.parametrize("name, value", SETTINGS, ids=[f"{n}={v!r}" for n, v in SETTINGS])
-def test_bad_client_setting(sb: Sandbox, name: str, value: Any) -> None:
-    ids = sb.create_batches(1)
-    expect(sb, lambda: Client(**conn(sb), **{name: value}), sm.ConfigError, name)
-    expect(sb, lambda: sm.cancel_batches(ids, progress=False, **conn(sb), **{name: value}), sm.ConfigError, name)
+def test_bad_client_setting(sandbox: Sandbox, name: str, value: Any) -> None:
+    ids = sandbox.create_batches(1)
+    expect(sandbox, lambda: Client(**conn(sandbox), **{name: value}), sm.ConfigError, name)
+    expect(sandbox, lambda: sm.cancel_batches(ids, progress=False, **conn(sandbox), **{name: value}), sm.ConfigError, name)
 
 
 BUGGY_SETTINGS: list[tuple[str, Any]] = [
@@ -249,37 +238,37 @@ BUGGY_SETTINGS: list[tuple[str, Any]] = [
 
 
 @pytest.mark.parametrize("name, value", BUGGY_SETTINGS, ids=[f"{n}={v!r}" for n, v in BUGGY_SETTINGS])
-def test_bad_retry_setting_names_the_setting(sb: Sandbox, name: str, value: Any) -> None:
-    expect(sb, lambda: Client(**conn(sb), **{name: value}), sm.ConfigError, name)
+def test_bad_retry_setting_names_the_setting(sandbox: Sandbox, name: str, value: Any) -> None:
+    expect(sandbox, lambda: Client(**conn(sandbox), **{name: value}), sm.ConfigError, name)
 
 
-def test_infinite_timeout(sb: Sandbox) -> None:
-    ids = sb.create_batches(3)
-    expect(sb, lambda: sm.cancel_batches(ids, timeout=math.inf, progress=False, **conn(sb)), sm.ConfigError,
+def test_infinite_timeout(sandbox: Sandbox) -> None:
+    ids = sandbox.create_batches(3)
+    expect(sandbox, lambda: sm.cancel_batches(ids, timeout=math.inf, progress=False, **conn(sandbox)), sm.ConfigError,
            "timeout")
 
 
-def test_client_and_settings_together_or_a_wrong_client(sb: Sandbox) -> None:
-    ids = sb.create_batches(1)
-    with Client(**conn(sb)) as c:
-        expect(sb, lambda: sm.cancel_batches(ids, client=c, max_rps=5, progress=False), sm.ConfigError,
+def test_client_and_settings_together_or_a_wrong_client(sandbox: Sandbox) -> None:
+    ids = sandbox.create_batches(1)
+    with Client(**conn(sandbox)) as c:
+        expect(sandbox, lambda: sm.cancel_batches(ids, client=c, max_rps=5, progress=False), sm.ConfigError,
                "either", "max_rps")
-    expect(sb, lambda: sm.cancel_batches(ids, client="my-client", progress=False), sm.ConfigError,  # type: ignore[arg-type]
+    expect(sandbox, lambda: sm.cancel_batches(ids, client="my-client", progress=False), sm.ConfigError,  # type: ignore[arg-type]
            "smtoolkit.Client", "str")
-    expect(sb, lambda: sm.get_batches(ids, client=object(), progress=False), sm.ConfigError, "smtoolkit.Client")  # type: ignore[arg-type]
+    expect(sandbox, lambda: sm.get_batches(ids, client=object(), progress=False), sm.ConfigError, "smtoolkit.Client")  # type: ignore[arg-type]
 
 
-def test_a_mistyped_keyword_names_itself(sb: Sandbox) -> None:
+def test_a_mistyped_keyword_names_itself(sandbox: Sandbox) -> None:
     """A misspelt argument (colum= for column=) is named, with a did-you-mean, before anything is
     sent, whether or not a client was passed."""
-    ids = sb.create_batches(1)
+    ids = sandbox.create_batches(1)
     with pytest.raises(sm.ConfigError, match="unknown argument 'colum'; did you mean 'column'"):
-        sm.cancel_batches(ids, colum="id", progress=False, **conn(sb))
-    with Client(**conn(sb)) as c, pytest.raises(sm.ConfigError, match="'colum'; did you mean 'column'"):
+        sm.cancel_batches(ids, colum="id", progress=False, **conn(sandbox))
+    with Client(**conn(sandbox)) as c, pytest.raises(sm.ConfigError, match="'colum'; did you mean 'column'"):
         sm.cancel_batches(ids, client=c, colum="id", progress=False)
     with pytest.raises(sm.ConfigError, match="did you mean 'max_rps'"):
-        sm.get_batches(ids, max_rsp=3, progress=False, **conn(sb))
-    assert sb.requests == []
+        sm.get_batches(ids, max_rsp=3, progress=False, **conn(sandbox))
+    assert sandbox.requests == []
 
 
 # -- summarize ----------------------------------------------------------------------------------
@@ -287,8 +276,8 @@ def test_a_mistyped_keyword_names_itself(sb: Sandbox) -> None:
     None, ["cancelled"], {"outcome": ["cancelled"]}, pd.Series(["cancelled"], name="outcome"),
     pd.DataFrame({"batch_id": ["qrb_a"]}), "report.csv",
 ], ids=["None", "list", "dict", "Series", "frame without outcome", "a path"])
-def test_summarize_of_something_that_is_not_a_report(sb: Sandbox, thing: Any) -> None:
-    expect(sb, lambda: sm.summarize(thing), sm.InputError, "summarize()", "cancel_batches", "'outcome'")
+def test_summarize_of_something_that_is_not_a_report(sandbox: Sandbox, thing: Any) -> None:
+    expect(sandbox, lambda: sm.summarize(thing), sm.InputError, "summarize()", "cancel_batches", "'outcome'")
 
 
 # -- a mistake that surfaces mid-run must stop the run ------------------------------------------
@@ -305,26 +294,26 @@ class _Exploding(Client):
         return super().cancel(batch_id, stop=stop, tally=tally)
 
 
-def test_an_exception_in_one_row_stops_every_worker_and_the_report_is_returned(sb: Sandbox) -> None:
-    ids = sb.create_batches(80)
-    c = _Exploding(**conn(sb), max_rps=40)
+def test_an_exception_in_one_row_stops_every_worker_and_the_report_is_returned(sandbox: Sandbox) -> None:
+    ids = sandbox.create_batches(80)
+    c = _Exploding(**conn(sandbox), max_rps=40)
     with c:
         c.bomb = ids[2]
         with pytest.warns(UserWarning, match="stopped on an error: RuntimeError: boom"):
             report = sm.cancel_batches(ids, client=c, workers=4, progress=False)
-        at_return = len(sb.requests)
+        at_return = len(sandbox.requests)
         time.sleep(0.6)
-        later = len(sb.requests)
+        later = len(sandbox.requests)
         c.defused = True
     assert later == at_return, f"{later - at_return} requests were sent after cancel_batches returned"
     assert report.attrs["stopped"] == "error" and "boom" in report.attrs["error"]
     assert list(report["batch_id"]) == ids
     row = report.set_index("batch_id").loc[ids[2]]
     assert row["outcome"] == "network_error" and row["error_code"] == "INTERNAL_ERROR"
-    truth = sb.batches()
+    truth = sandbox.batches()
     for r in report.itertuples():
         assert (r.outcome == "cancelled") == truth[r.batch_id]["cancelled"]
         if r.outcome == "skipped":
             assert r.error_code == "RUN_ERROR"
     assert (report["outcome"] == "skipped").sum() >= 70
-    assert report.attrs["requests_sent"] == len(sb.requests)
+    assert report.attrs["requests_sent"] == len(sandbox.requests)

@@ -15,6 +15,23 @@ def test_all_is_sorted_and_importable() -> None:
         assert getattr(smtoolkit, name) is not None, name
 
 
+def test_all_is_complete() -> None:
+    """Every public name the package exposes is in __all__, and nothing else (as httpx checks)."""
+    exposed = {name for name in vars(smtoolkit) if not name.startswith("_")} | {"__version__"}
+    modules = {name for name in exposed if inspect.ismodule(getattr(smtoolkit, name))}
+    assert exposed - modules - {"annotations", "logging"} == set(smtoolkit.__all__) - {"CancelPanel"}
+    assert "CancelPanel" in smtoolkit.__all__ and smtoolkit.CancelPanel.__name__ == "CancelPanel"  # lazy
+
+
+def test_errors_form_the_documented_tree() -> None:
+    assert issubclass(smtoolkit.ConfigError, (smtoolkit.SmtoolkitError, ValueError))
+    assert issubclass(smtoolkit.InputError, (smtoolkit.SmtoolkitError, ValueError))
+    assert issubclass(smtoolkit.JournalError, smtoolkit.InputError)
+    from smtoolkit.errors import MissingKeyError
+
+    assert issubclass(MissingKeyError, smtoolkit.ConfigError)
+
+
 def test_the_contract_signatures() -> None:
     params = inspect.signature(smtoolkit.Client).parameters
     assert list(params)[:7] == ["api_key", "base_url", "timeout", "max_rps", "reserve", "max_retries", "row_deadline"]
@@ -34,7 +51,7 @@ def test_package_is_typed() -> None:
 
 def test_pure_core_imports_no_io_or_frontend_libraries() -> None:
     core = Path(smtoolkit.__file__).parent / "core"
-    banned = ("pandas", "requests", "tqdm", "ipywidgets", "socket", "urllib3", "threading")
+    banned = ("pandas", "requests", "tqdm", "ipywidgets", "socket", "urllib3", "threading", "time")
     for path in core.glob("*.py"):
         text = path.read_text()
         for name in banned:

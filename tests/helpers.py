@@ -1,0 +1,46 @@
+"""Helpers shared by the tests (fixtures are in conftest.py)."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from smtoolkit import Client
+
+
+def fast_client(server: Any, **settings: Any) -> Client:
+    """A client for a sandbox or scripted server, with fast backoff so retries take
+    milliseconds; `settings` override any Client argument."""
+    key = settings.pop("api_key", getattr(server, "api_key", "scripted-key"))
+    opts: dict[str, Any] = {"timeout": 5.0, "backoff_base": 0.05, "backoff_cap": 0.3}
+    opts.update(settings)
+    return Client(api_key=key, base_url=server.base_url, **opts)
+
+
+def deletes(sb: Any) -> list[dict[str, Any]]:
+    """The DELETE requests a sandbox has logged, in admission order."""
+    return [r for r in sb.requests if r["method"] == "DELETE"]
+
+
+def deleted_ids(sb: Any) -> list[str]:
+    """The batch IDs of the DELETEs a sandbox has logged, in admission order."""
+    return [r["batch_id"] for r in deletes(sb)]
+
+
+class FakeClock:
+    """A monotonic clock that moves only when something sleeps on it: pass `clock=c.now,
+    sleep=c.sleep` to a Client and its pacing, backoff and Retry-After waits take no time."""
+
+    def __init__(self, start: float = 1000.0) -> None:
+        self._now = start
+        self._lock = threading.Lock()
+        self.slept: list[float] = []
+
+    def now(self) -> float:
+        with self._lock:
+            return self._now
+
+    def sleep(self, seconds: float) -> None:
+        with self._lock:
+            self.slept.append(seconds)
+            self._now += max(0.0, seconds)
