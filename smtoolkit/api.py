@@ -32,11 +32,6 @@ log = logging.getLogger("smtoolkit")
 
 
 
-# Arguments of the functions below, for did-you-mean hints on a misspelt keyword.
-_OWN_ARGUMENTS = {"column", "client", "workers", "dry_run", "progress", "stop_on_auth_error", "wait",
-                  "journal", "with_progress"}
-
-
 class _ClientScope:
     """Use the caller's client, or make one from keyword arguments and close it after."""
 
@@ -44,7 +39,7 @@ class _ClientScope:
         known = set(inspect.signature(Client).parameters)
         for name in kwargs:
             if name not in known:
-                close = difflib.get_close_matches(name, sorted(known | _OWN_ARGUMENTS), n=1)
+                close = difflib.get_close_matches(name, sorted(known | _own_arguments()), n=1)
                 hint = f"; did you mean {close[0]!r}?" if close else ""
                 raise ConfigError(f"unknown argument {name!r}{hint}")
         if client is not None and kwargs:
@@ -60,6 +55,12 @@ class _ClientScope:
     def __exit__(self, *exc: object) -> None:
         if self.own:
             self.client.close()
+
+
+def _own_arguments() -> set[str]:
+    """The keyword arguments of the functions below, for did-you-mean hints."""
+    names = {p for f in (cancel_batch, cancel_batches, get_batches) for p in inspect.signature(f).parameters}
+    return names - {"batches", "batch_id", "client_kwargs"}
 
 
 def _check_workers(workers: Any) -> int:
@@ -124,7 +125,7 @@ def cancel_batches(
             tally = Tally()
             poller = CancelAndWait(c, wait, tally)
             bar = Progress(len(todo), enabled=bool(progress), desc="dry run" if dry_run else "cancelling",
-                           budget=lambda: {**c.pacing(), "polls": poller.polls})
+                           facts=lambda: {**c.pacing(), "polls": poller.polls})
             warned = _budget_warning(c, len(todo))
             handled = 0
 
@@ -244,7 +245,7 @@ def get_batches(
     p = plan(values)
     with _ClientScope(client, client_kwargs) as c:
         tally = Tally()
-        bar = Progress(len(p.unique), enabled=bool(progress), desc="looking up", budget=c.pacing)
+        bar = Progress(len(p.unique), enabled=bool(progress), desc="looking up", facts=c.pacing)
         counts: dict[str, dict[str, int] | None] = {}
 
         def operation(batch_id: str, stop: threading.Event) -> Result:
@@ -260,18 +261,9 @@ def get_batches(
                  "stopped": outcome.halt.value if outcome.halt else None, "error": outcome.error_text}
     report = frames.build_report(frame, values, p, results, attrs)
     records = [(results[b].batch or {}) if b is not None and b in results else {} for b in p.ids]
-    for name in BATCH_FIELDS:
-        values_ = [rec.get(name) for rec in records]
-        if name in ("schedule_time", "start_time"):
-            report[name] = pd.to_datetime(pd.Series(values_, dtype=object, index=report.index), utc=True, errors="coerce")
-        elif name in ("query_amount", "query_concurrency", "timeout_minutes"):
-            report[name] = frames.int_column(values_, report.index)
-        else:
-            report[name] = frames.text_column(values_, report.index)
+    report = frames.with_batch_fields(report, records, BATCH_FIELDS)
     if with_progress:
-        for key in ("queued", "running", "success", "failure"):
-            report[key] = frames.int_column([(counts.get(b) or {}).get(key) if b else None for b in p.ids],
-                                            report.index)
+        report = frames.with_query_counts(report, [counts.get(b) if b else None for b in p.ids])
     _announce(outcome, report)
     return report
 

@@ -15,7 +15,7 @@ import pandas as pd
 from .core import outcomes as oc
 from .core.answers import compact_json
 from .core.ids import Plan
-from .core.outcomes import REPORT_COLUMNS, Outcome, Result
+from .core.outcomes import REPORT_COLUMNS, Outcome, Result, parse_time
 from .errors import InputError
 
 DTYPES: dict[str, str] = {
@@ -131,14 +131,29 @@ def history_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
     return frame
 
 
-def int_column(values: list[Any], index: pd.Index) -> pd.Series:
-    """An Int64 column; values that are not ints within Int64's range are missing."""
-    return _typed(values, "Int64", index)
+_BATCH_TIMES = ("schedule_time", "start_time")
+_BATCH_INTS = ("query_amount", "query_concurrency", "timeout_minutes")
 
 
-def text_column(values: list[Any], index: pd.Index) -> pd.Series:
-    """A string column; non-text JSON values become compact JSON text."""
-    return _typed(values, "string", index)
+def with_batch_fields(report: pd.DataFrame, records: Sequence[Mapping[str, Any]],
+                      names: Sequence[str]) -> pd.DataFrame:
+    """`report` plus one typed column per batch-record field (times UTC, counts Int64, text)."""
+    for name in names:
+        values = [rec.get(name) for rec in records]
+        if name in _BATCH_TIMES:
+            report[name] = _typed([parse_time(v) for v in values], "datetime64[ns, UTC]", report.index)
+        elif name in _BATCH_INTS:
+            report[name] = _typed(values, "Int64", report.index)
+        else:
+            report[name] = _typed(values, "string", report.index)
+    return report
+
+
+def with_query_counts(report: pd.DataFrame, counts: Sequence[Mapping[str, int] | None]) -> pd.DataFrame:
+    """`report` plus the per-query counts (queued/running/success/failure) as Int64 columns."""
+    for key in ("queued", "running", "success", "failure"):
+        report[key] = _typed([(c or {}).get(key) for c in counts], "Int64", report.index)
+    return report
 
 
 def summarize(report: pd.DataFrame) -> pd.DataFrame:

@@ -22,7 +22,8 @@ def fmt(value: Any) -> str:
         return "—"
     if isinstance(value, datetime):
         try:
-            return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+            # isoformat, not strftime: the same four-digit years on every platform's C library.
+            return value.astimezone(UTC).replace(tzinfo=None).isoformat(sep=" ", timespec="seconds") + " UTC"
         except (ValueError, OverflowError):
             return "—"
     if isinstance(value, (dict, list)):

@@ -17,9 +17,10 @@ class Progress:
     """A bar over `total` items; a no-op when disabled."""
 
     def __init__(self, total: int, *, enabled: bool, desc: str,
-                 budget: Callable[[], dict[str, Any]] | None = None) -> None:
+                 facts: Callable[[], dict[str, Any]] | None = None) -> None:
+        """`facts` returns the run's live facts (client.pacing() and polls) for the postfix."""
         self.counts: Counter[str] = Counter()
-        self._budget = budget
+        self._facts = facts
         self._last = 0.0
         self._bar: Any = None
         if enabled and total:
@@ -43,8 +44,8 @@ class Progress:
 
     def postfix(self) -> str:
         parts = [f"{k}={v}" for k, v in sorted(self.counts.items())]
-        if self._budget is not None:
-            info = self._budget()
+        if self._facts is not None:
+            info = self._facts()
             if info.get("ratelimit_remaining") is not None:
                 parts.append(f"budget={info['ratelimit_remaining']}")
             if info.get("polls"):
