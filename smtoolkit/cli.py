@@ -36,51 +36,49 @@ def _read_ids(args: argparse.Namespace) -> pd.DataFrame:
     if args.ids:
         frames.append(pd.DataFrame({args.column: list(args.ids)}))
     if args.file is not None:
-        frames.append(_read_file(args.file, args.column))
+        frames.append(_read_file(args))
     if not frames:
         raise UsageError("give batch IDs as arguments, or a file with -f FILE (or -f - for stdin)")
     return pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
 
 
-def _read_file(name: str, column: str) -> pd.DataFrame:
-    import io
+def _read_file(args: argparse.Namespace) -> pd.DataFrame:
+    from .errors import InputError
+    from .idfile import read_id_file
 
-    import pandas as pd
-
+    name = args.file
+    shown = "stdin" if name == "-" else repr(name)
     try:
-        text = sys.stdin.read() if name == "-" else open(name, encoding="utf-8-sig", newline="").read()
+        if name == "-":
+            data = sys.stdin.buffer.read() if hasattr(sys.stdin, "buffer") else sys.stdin.read().encode("utf-8")
+        else:
+            with open(name, "rb") as fh:
+                data = fh.read()
     except OSError as exc:
-        raise UsageError(f"cannot read {name!r}: {exc.strerror or exc}") from None
-    except UnicodeDecodeError:
-        raise UsageError(f"{name!r} is not UTF-8 text") from None
-    if not text.strip():
-        return pd.DataFrame({column: pd.Series([], dtype="string")})
-    first = text.lstrip("\ufeff").splitlines()[0]
-    sep = "\t" if name.endswith(".tsv") or ("\t" in first and "," not in first) else ","
+        raise UsageError(f"cannot read {shown}: {exc.strerror or exc}") from None
     try:
-        df = pd.read_csv(io.StringIO(text), sep=sep, dtype=str, keep_default_na=False, skip_blank_lines=True)
-    except (ValueError, pd.errors.ParserError) as exc:
-        raise UsageError(f"cannot read {name!r} as CSV/TSV: {exc}") from None
-    if column in df.columns:
-        return df
-    if len(df.columns) == 1:
-        shown = "stdin" if name == "-" else name
-        print(f"note: {shown} has no {column!r} header; reading it as one ID per line", file=sys.stderr)
-        raw = pd.read_csv(io.StringIO(text), sep=sep, header=None, dtype=str, keep_default_na=False,
-                          skip_blank_lines=True)
-        return pd.DataFrame({column: raw.iloc[:, 0].tolist()})
-    cols = ", ".join(map(repr, list(df.columns)[:10]))
-    raise UsageError(f"{name!r} has no column {column!r} (columns: {cols}); use --column")
+        got = read_id_file(data, shown, args.column, encoding=args.encoding,
+                           sep=_sep(args.sep) if args.sep is not None else None)
+    except InputError as exc:
+        raise UsageError(str(exc)) from None
+    for note in got.notes:
+        print(f"note: {note}", file=sys.stderr)
+    return got.frame
+
+
+def _console() -> str:
+    """Where to ask when stdin is taken or not a terminal: the console device of this OS."""
+    return "CONIN$" if sys.platform == "win32" else "/dev/tty"
 
 
 def _confirm(question: str, stdin_used: bool) -> bool:
     """Ask on the terminal; raise UsageError when there is none."""
     print(question, end=" ", file=sys.stderr, flush=True)
-    if sys.stdin.isatty() and not stdin_used:
+    if sys.stdin is not None and sys.stdin.isatty() and not stdin_used:
         answer = sys.stdin.readline()
     else:
         try:
-            with open("/dev/tty", encoding="utf-8") as tty:
+            with open(_console(), encoding="utf-8", errors="replace") as tty:
                 answer = tty.readline()
         except OSError:
             print("", file=sys.stderr)
@@ -111,10 +109,10 @@ def _emit(report: pd.DataFrame, args: argparse.Namespace, show: Callable[[], Non
     then print the results. Returns the exit code, at least 1 when --out failed."""
     from .frames import export_csv
 
-    code = _exit_code(report)
+    code = _exit_code(report, getattr(args, "ignore_not_found", True))
     if args.out:
         try:
-            path = export_csv(report, args.out)
+            path = export_csv(report, args.out, excel=args.excel, sep=_sep(args.out_sep))
         except Exception as exc:  # noqa: BLE001 - said below; the results still go to stdout
             print(f"smtoolkit: error: the report could not be written: {exc}", file=sys.stderr)
             code = max(code, EXIT_FAILED) if code != EXIT_INTERRUPTED else code
@@ -144,19 +142,25 @@ def _print_results(report: pd.DataFrame, args: argparse.Namespace) -> None:
     from .frames import summarize
 
     if args.output == "csv":
-        sys.stdout.write(report.to_csv(index=False, date_format="%Y-%m-%dT%H:%M:%S.%fZ"))
+        # "\n", not os.linesep: stdout is a text stream that already turns "\n" into the
+        # platform's line end (on Windows "\r\n"; os.linesep there would give "\r\r\n").
+        sys.stdout.write(report.to_csv(index=False, date_format="%Y-%m-%dT%H:%M:%S.%fZ", lineterminator="\n"))
     elif args.output == "json":
         sys.stdout.write(report.to_json(orient="records", date_format="iso", indent=1) + "\n")
     else:
         print(summarize(report).to_string())
-        failed = report[~report["outcome"].isin(_fine())]
+        failed = report[~report["outcome"].isin(_fine(getattr(args, "ignore_not_found", True)))]
         if len(failed):
             cols = [c for c in ("batch_id", "outcome", "error_code", "error_message") if c in failed.columns]
             print(f"\n{len(failed)} row(s) need attention:")
             print(failed[cols].head(20).to_string(index=False))
 
 
-def _exit_code(report: pd.DataFrame) -> int:
+def _sep(text: str) -> str:
+    return "\t" if text == "tab" else text
+
+
+def _exit_code(report: pd.DataFrame, ignore_not_found: bool = False) -> int:
     stopped = report.attrs.get("stopped")
     if stopped == "interrupt":
         return EXIT_INTERRUPTED
@@ -164,13 +168,15 @@ def _exit_code(report: pd.DataFrame) -> int:
         return EXIT_CONFIG
     if stopped == "error" or report.attrs.get("error"):
         return EXIT_FAILED  # the run ended early, or its journal is incomplete
-    return EXIT_OK if report["outcome"].isin(_fine()).all() else EXIT_FAILED
+    return EXIT_OK if report["outcome"].isin(_fine(ignore_not_found)).all() else EXIT_FAILED
 
 
-def _fine() -> list[str]:
-    from .core.outcomes import FINE
+def _fine(ignore_not_found: bool = True) -> list[str]:
+    """Outcomes that are fine on the command line: a missing batch is not, unless asked
+    (`--ignore-not-found`, as kubectl): a typo in an ID must not look like success."""
+    from .core.outcomes import FINE, Outcome
 
-    return [o.value for o in FINE]
+    return [o.value for o in FINE if ignore_not_found or o is not Outcome.NOT_FOUND]
 
 
 def _cancel(args: argparse.Namespace) -> int:
@@ -292,6 +298,11 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("ids", nargs="*", metavar="ID", help="batch IDs")
         p.add_argument("-f", "--file", metavar="FILE", help="CSV/TSV file with the IDs ('-' reads stdin)")
         p.add_argument("--column", default="batch_id", help="the column holding the IDs (default batch_id)")
+        p.add_argument("--encoding", default=None,
+                       help="the file's encoding (default: UTF-8 with or without BOM, UTF-16 with BOM, "
+                            "else Windows-1252, said in a note)")
+        p.add_argument("--sep", default=None, choices=(",", ";", "tab", "|"),
+                       help="the file's separator (default: detected from its header line)")
         p.add_argument("--base-url", default=None,
                        help="API base URL (default $SUPERMETRICS_BASE_URL or the Supermetrics API)")
         p.add_argument("--workers", type=_workers, default=4, help=f"parallel requests, 1 to {MAX_WORKERS} (default 4)")
@@ -305,6 +316,10 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("-o", "--output", choices=("table", "csv", "json"), default="table",
                        help="what goes to stdout (default table: a summary)")
         p.add_argument("--out", metavar="FILE", default=None, help="also write the full report as CSV")
+        p.add_argument("--excel", action="store_true",
+                       help="write --out for Excel: UTF-8 with BOM, CRLF, times as YYYY-MM-DD HH:MM:SS (UTC)")
+        p.add_argument("--out-sep", default=",", choices=(",", ";", "tab", "|"),
+                       help="separator of --out (default ','; ';' for Excel in many European locales)")
         p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
 
     p = sub.add_parser("cancel", help="cancel batches (asks to confirm unless --yes)")
@@ -315,6 +330,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--wait", type=_non_negative, default=None, metavar="SECONDS",
                    help="after a cancel, poll until each batch reads STOPPED, up to this long")
     p.add_argument("-y", "--yes", action="store_true", help="do not ask for confirmation")
+    p.add_argument("--ignore-not-found", action="store_true",
+                   help="batches that do not exist (not_found) count as fine for the exit code")
     p.set_defaults(func=_cancel)
 
     p = sub.add_parser("status", help="look batches up without changing anything")

@@ -4,7 +4,8 @@ summary, and CSV export. No network here."""
 from __future__ import annotations
 
 import os
-import tempfile
+import secrets
+import stat
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
@@ -170,40 +171,61 @@ def summarize(report: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def export_csv(report: pd.DataFrame, path: str | os.PathLike[str]) -> Path:
-    """Write a report as UTF-8 CSV with ISO-8601 UTC times; returns the path written.
+#: Separators export_csv writes (`;` is what Excel expects in many European locales).
+SEPARATORS = (",", ";", "\t", "|")
 
-    Cells that a spreadsheet would run as a formula (starting with = + - @ tab or CR) are
-    prefixed with ' so they show as text. The file is replaced atomically.
+
+def export_csv(report: pd.DataFrame, path: str | os.PathLike[str], *, excel: bool = False,
+               sep: str = ",") -> Path:
+    """Write a report as CSV; returns the path written.
+
+    By default: UTF-8, `\n` line ends and ISO-8601 UTC times (`2026-01-01T00:00:00.000000Z`),
+    for code. `excel=True`: UTF-8 *with a BOM* (so Excel reads `Zoë` as `Zoë`), `\r\n` line
+    ends and times as `2026-01-01 00:00:00` (UTC), which Excel recognises; pass `sep=";"`
+    where the locale's Excel expects it. Cells that a spreadsheet would run as a formula
+    (starting with = + - @ tab or CR) are prefixed with ' so they show as text. The file is
+    replaced atomically, with the usual permissions: a new file gets the process umask's, a
+    replaced file keeps its mode.
     """
     if not isinstance(report, pd.DataFrame):
         raise InputError("export_csv() takes a DataFrame (the report returned by cancel_batches)")
     if not isinstance(path, (str, os.PathLike)) or not str(path).strip():
         raise InputError("path must be a file path such as 'report.csv'")
+    if sep not in SEPARATORS:
+        raise InputError(f"sep must be one of {', '.join(map(repr, SEPARATORS))}, not {sep!r}")
     target = Path(path).expanduser()
     if target.is_dir():
         raise InputError(f"{str(target)!r} is a directory; give a file name such as {str(target / 'report.csv')!r}")
     parent = target.parent if str(target.parent) else Path(".")
     if not parent.is_dir():
         raise InputError(f"cannot write {str(target)!r}: the directory {str(parent)!r} does not exist")
+    time_format = "%Y-%m-%d %H:%M:%S" if excel else "%Y-%m-%dT%H:%M:%S.%fZ"
     out = report.copy()
     out.columns = [_safe_cell(str(c)) for c in out.columns]
     for name in out.columns:
         col = out[name]
         if isinstance(col.dtype, pd.DatetimeTZDtype) or pd.api.types.is_datetime64_any_dtype(col.dtype):
             utc = col.dt.tz_convert("UTC") if isinstance(col.dtype, pd.DatetimeTZDtype) else col.dt.tz_localize("UTC")
-            out[name] = utc.dt.strftime("%Y-%m-%dT%H:%M:%S.%fZ").astype("object").where(col.notna(), None)
+            out[name] = utc.dt.strftime(time_format).astype("object").where(col.notna(), None)
         elif col.dtype == object or pd.api.types.is_string_dtype(col.dtype):
             out[name] = col.map(_safe_cell, na_action="ignore")
+    tmp = parent / f".{target.name}.{secrets.token_hex(4)}.tmp"
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=parent)
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
-            out.to_csv(fh, index=False)
+        try:
+            keep = stat.S_IMODE(os.stat(target).st_mode)
+        except FileNotFoundError:
+            keep = None
+        # O_EXCL on a fresh name: never follows a planted link; the mode goes through the umask.
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
+        with os.fdopen(fd, "w", encoding="utf-8-sig" if excel else "utf-8", newline="") as fh:
+            out.to_csv(fh, index=False, sep=sep, lineterminator="\r\n" if excel else "\n")
+        if keep is not None:
+            os.chmod(tmp, keep)  # a replaced file keeps its mode (chmod is not subject to umask)
         os.replace(tmp, target)
     except OSError as exc:
         try:
             os.unlink(tmp)
-        except (OSError, UnboundLocalError):
+        except OSError:
             pass
         raise InputError(f"cannot write {str(target)!r}: {exc.strerror or exc}") from None
     return target

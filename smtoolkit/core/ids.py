@@ -9,6 +9,7 @@ another path; `path_segment` still encodes as a second line of defence.
 from __future__ import annotations
 
 import math
+import numbers
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -34,15 +35,26 @@ def check_id(value: object) -> Checked:
         text = value.strip(_STRIP)
     elif isinstance(value, str):
         text = str(value).strip(_STRIP)
-    elif isinstance(value, int) and not isinstance(value, bool):
-        if value.bit_length() > 4 * MAX_ID_LENGTH:
-            # Over 300 digits; str() itself raises beyond 4300 digits (Python 3.11+).
-            return Checked(None, f"batch ID longer than {MAX_ID_LENGTH} characters")
-        text = str(value)
     elif _is_missing(value):
         return Checked(None, "missing batch ID")
+    elif isinstance(value, numbers.Integral) and not _is_bool(value):
+        # int and numpy integers alike (what pandas hands out): the number's decimal text.
+        number = int(value)
+        if number.bit_length() > 4 * MAX_ID_LENGTH:
+            # Over 300 digits; str() itself raises beyond 4300 digits (Python 3.11+).
+            return Checked(None, f"batch ID longer than {MAX_ID_LENGTH} characters")
+        text = str(number)
+    elif isinstance(value, numbers.Real) and not _is_bool(value):
+        # A float column (pandas makes one when a numeric ID column has a gap): 1234.0 is the
+        # ID 1234; anything with a fraction or beyond float's exact integers is refused.
+        number_f = float(value)
+        if not (math.isfinite(number_f) and number_f.is_integer()):
+            return Checked(None, f"a numeric batch ID must be a whole number, not {number_f!r}")
+        if abs(number_f) > 2**53:
+            return Checked(None, f"the number {number_f!r} is too large to be an exact ID; give the ID as text")
+        text = str(int(number_f))
     else:
-        return Checked(None, f"a batch ID must be text, not {type(value).__name__}")
+        return Checked(None, f"a batch ID must be text or a whole number, not {type(value).__name__}")
     if not text:
         return Checked(None, "empty batch ID")
     if _SAFE.fullmatch(text) is None:
@@ -54,11 +66,18 @@ def check_id(value: object) -> Checked:
     return Checked(text)
 
 
+def _is_bool(value: object) -> bool:
+    return isinstance(value, bool) or type(value).__name__ in ("bool_", "bool")
+
+
 def _is_missing(value: object) -> bool:
     if value is None:
         return True
-    if isinstance(value, float):
-        return math.isnan(value)
+    if isinstance(value, numbers.Real) and not isinstance(value, numbers.Integral):
+        try:
+            return math.isnan(float(value))
+        except (TypeError, ValueError):
+            return False
     # pandas.NA and NaT without importing pandas into the core.
     return type(value).__name__ in ("NAType", "NaTType")
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import socket
 import struct
+import sys
 import threading
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -14,10 +15,33 @@ from ._app import Response
 MAX_BODY = 1 << 20
 
 
+def exclusive_bind(platform: str = sys.platform) -> tuple[bool, int | None]:
+    """(SO_REUSEADDR?, the option that makes the port ours alone) for `platform`.
+
+    On POSIX, SO_REUSEADDR only lets a restarted server take back a port in TIME_WAIT; two
+    listeners still cannot share it. On Windows it lets a second server bind the same port,
+    so there the sandbox uses SO_EXCLUSIVEADDRUSE instead.
+    """
+    if platform == "win32":
+        return False, getattr(socket, "SO_EXCLUSIVEADDRUSE", -5)  # -5: ~SO_REUSEADDR, its Winsock value
+    return True, None
+
+
+def linger_abort(platform: str = sys.platform) -> bytes:
+    """SO_LINGER {on, 0 s} (close with a TCP RST): `struct linger` is two ints on POSIX and
+    two u_shorts in Winsock."""
+    return struct.pack("HH" if platform == "win32" else "ii", 1, 0)
+
+
 class Server(ThreadingHTTPServer):
     daemon_threads = True
-    allow_reuse_address = True
+    allow_reuse_address, _exclusive = exclusive_bind()
     request_queue_size = 128
+
+    def server_bind(self) -> None:
+        if self._exclusive is not None:
+            self.socket.setsockopt(socket.SOL_SOCKET, self._exclusive, 1)
+        super().server_bind()
 
     def __init__(
         self,
@@ -93,7 +117,7 @@ class _Handler(BaseHTTPRequestHandler):
         """Abort the connection with a TCP RST, as a crashed proxy would."""
         self.close_connection = True
         try:
-            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, linger_abort())
             self.connection.close()
         except OSError:
             pass

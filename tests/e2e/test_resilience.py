@@ -80,6 +80,7 @@ _CHILD = textwrap.dedent("""
 """)
 
 
+@pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs SIGKILL (POSIX)")
 def test_sigkill_then_resume_from_journal(tmp_path: Path) -> None:
     with Sandbox(per_second=2000, hourly_limit=100_000, seed=7) as sb:
         ids = sb.create_batches(2000)

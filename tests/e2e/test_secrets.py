@@ -351,10 +351,10 @@ def test_the_command_line_keeps_the_key_out(sandbox: Sandbox, surfaces: Surfaces
     # Independent runs (their own IDs, no faults) go in parallel; the progress bar is on.
     runs: dict[str, tuple[list[str], dict[str, Any], set[int]]] = {
         "cancel, table": (["cancel", "--yes", live[0], live[1], "not/valid"], {}, {1}),
-        "cancel, -o csv": (["cancel", "--yes", "-o", "csv", live[2], pre, unknown], {}, {0}),
+        "cancel, -o csv": (["cancel", "--yes", "-o", "csv", live[2], pre, unknown], {}, {1}),  # 1: not_found
         "cancel, -o json --out --journal": (["cancel", "--yes", "-o", "json", "--out", str(out_csv),
                                              "--journal", str(journal), live[3], live[4]], {}, {0}),
-        "dry run": (["cancel", "--dry-run", "-o", "json", live[5], unknown], {}, {0}),
+        "dry run": (["cancel", "--dry-run", "-o", "json", live[5], unknown], {}, {1}),
         "status": (["status", "--with-progress", "-o", "csv", live[6], pre, unknown], {}, {0}),
         "wrong key": (["cancel", "--yes", "--workers", "1", live[7], live[8]], dict(key=WRONG_KEY), {3}),
         "wrong key, status": (["status", "-o", "json", live[7]], dict(key=WRONG_KEY), {3}),

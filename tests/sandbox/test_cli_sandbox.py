@@ -44,7 +44,8 @@ def cli_sandbox(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], str, Pa
          "--api-key", KEY, "--ids-out", str(ids_file)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        preexec_fn=_restore_sigint if signal.getsignal(signal.SIGINT) == signal.SIG_IGN else None,
+        preexec_fn=(_restore_sigint if os.name == "posix" and signal.getsignal(signal.SIGINT) == signal.SIG_IGN
+                    else None),  # preexec_fn is POSIX-only
     )
     assert proc.stdout is not None
     lines: queue.Queue[str | None] = queue.Queue()
@@ -87,6 +88,7 @@ def curl(*args: str) -> tuple[int, dict[str, str], Any]:
 
 
 @pytest.mark.skipif(CURL is None, reason="curl is not installed: cannot drive the CLI sandbox the way a user would")
+@pytest.mark.skipif(sys.platform == "win32", reason="sending SIGINT to a child is POSIX")
 def test_cli_sandbox_serves_curl_and_stops_on_sigint(cli_sandbox: tuple[subprocess.Popen[str], str, Path, list[str]]) -> None:
     assert CURL is not None
     proc, base_url, ids_file, printed = cli_sandbox

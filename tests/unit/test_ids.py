@@ -82,10 +82,34 @@ def test_bools_are_rejected(value: object) -> None:
     assert "must be text" in problem
 
 
-@pytest.mark.parametrize("value", [1.0, 1.5, -0.0, math.inf, -math.inf, Decimal("1"), Fraction(1, 2), 1j, b"qrb_1", bytearray(b"x"), ["qrb_1"], {"id": 1}, ("a",), object()])
+@pytest.mark.parametrize("value", [Decimal("1"), 1j, b"qrb_1", bytearray(b"x"), ["qrb_1"], {"id": 1}, ("a",), object()])
 def test_non_text_values_are_rejected_with_their_type(value: object) -> None:
     problem = rejected(value)
-    assert problem == f"a batch ID must be text, not {type(value).__name__}"
+    assert problem == f"a batch ID must be text or a whole number, not {type(value).__name__}"
+
+
+@pytest.mark.parametrize("value", [1.5, -0.25, math.inf, -math.inf, Fraction(1, 2), np.float64(2.5)])
+def test_numbers_with_a_fraction_are_refused(value: object) -> None:
+    assert "must be a whole number" in rejected(value)
+
+
+def test_a_float_beyond_exact_integers_is_refused() -> None:
+    assert "too large to be an exact ID" in rejected(2.0**60)
+
+
+@pytest.mark.parametrize("value", [123, np.int64(123), np.int32(123), np.uint8(123), 123.0, np.float64(123.0),
+                                   np.float32(123.0), "123", " 123 "])
+def test_one_value_one_answer_in_every_numeric_form(value: object) -> None:
+    assert check_id(value) == Checked("123")
+
+
+def test_numeric_ids_from_pandas_columns_agree() -> None:
+    ints = pd.DataFrame({"id": [123, 456]})["id"]
+    gappy = pd.DataFrame({"id": [123, None, 456]})["id"]  # pandas makes this float64
+    assert str(gappy.dtype) == "float64"
+    assert plan(ints.tolist()).ids == ["123", "456"]
+    assert plan(gappy.tolist()).ids == ["123", None, "456"]
+    assert plan(list(gappy)).ids == ["123", None, "456"]  # numpy scalars, not Python floats
 
 
 @pytest.mark.parametrize("value", [None, math.nan, float("nan"), np.nan, np.float64("nan"), pd.NA, pd.NaT])
