@@ -23,18 +23,17 @@ import requests
 
 from ._version import __version__
 from .config import DEFAULT_BASE_URL, api_key_from, check_base_url, is_loopback
-from .core import outcomes as oc
-from .core.answers import Answer, parse_answer, progress_counts
+from .core.answers import Answer, parse_answer, query_counts_in
 from .core.ids import check_id, path_segment
-from .core.outcomes import Outcome, Result
+from .core.outcomes import Result
 from .core.pacing import Budget
 from .core.retry import RetryPolicy
-from .core.settle import VERIFY_TRIES, Attempt, first_verdict, is_final, needs_verification, settle
+from .core.settle import VERIFY_TRIES, Attempt, first_verdict, invalid_id, is_final, needs_verification, settle
 from .errors import ConfigError
 from .limiter import Clock, Limiter, Refused, Sleep, Tally
 from .transport import ACCEPT_ENCODING, BoundedAdapter, TransportError, Watchdog, exchange
 
-__all__ = ["Client", "Tally", "invalid"]
+__all__ = ["Client", "Tally"]
 
 
 class _BearerAuth(requests.auth.AuthBase):
@@ -272,14 +271,14 @@ class Client:
         """Cancel one batch (DELETE), retrying as the policy allows; never raises for the API's answer."""
         c = check_id(batch_id)
         if c.batch_id is None:
-            return invalid(batch_id, c.problem)
+            return invalid_id(batch_id, c.problem)
         return self._request("DELETE", c.batch_id, stop, tally)[0]
 
     def lookup(self, batch_id: str, *, stop: threading.Event | None = None, tally: Tally | None = None) -> Result:
         """Read one batch (GET) without changing it; the outcome is what a cancel would do."""
         c = check_id(batch_id)
         if c.batch_id is None:
-            return invalid(batch_id, c.problem)
+            return invalid_id(batch_id, c.problem)
         return self._request("GET", c.batch_id, stop, tally, dry_run=True)[0]
 
     def query_counts(self, batch_id: str, *, stop: threading.Event | None = None,
@@ -290,7 +289,7 @@ class Client:
             return None
         r, answer = self._request("GET", c.batch_id, stop, tally, suffix="/status",
                                   params={"offset": 0, "limit": 1}, dry_run=True)
-        return progress_counts(answer.meta) if answer is not None and r.http_status == 200 else None
+        return query_counts_in(answer.meta) if answer is not None and r.http_status == 200 else None
 
     query_progress = query_counts  # the name used before 0.2
 
@@ -302,10 +301,3 @@ def _setting(name: str, value: object, what: str, ok: Callable[[float], bool], w
         good = isinstance(value, int)
     if not good or not ok(float(value)):  # type: ignore[arg-type]
         raise ConfigError(f"{name} must be {what}, not {value!r}")
-
-
-def invalid(value: object, problem: str | None) -> Result:
-    """The result for an ID rejected locally (never sent)."""
-    shown = value if isinstance(value, str) else None
-    return Result(shown, Outcome.INVALID_ID, error_code=oc.INVALID_BATCH_ID,
-                  error_message=problem or "invalid batch ID")

@@ -191,7 +191,7 @@ def _problem_code(payload: Mapping[str, Any], status: int) -> str:
     return _STATUS_CODES.get(status, f"HTTP_{status}")
 
 
-def progress_counts(payload: Mapping[str, Any] | None) -> dict[str, int] | None:
+def query_counts_in(payload: Mapping[str, Any] | None) -> dict[str, int] | None:
     """Per-query counts from a status answer; `progress` may sit in `meta` or at the top."""
     if not payload:
         return None

@@ -61,6 +61,12 @@ def is_final(answer: Answer | None) -> bool:
     return answer.ok or (not answer.is_2xx and answer.status not in RETRY_STATUSES)
 
 
+def invalid_id(value: object, problem: str | None) -> Result:
+    """The row of an ID refused locally (never sent)."""
+    shown = value if isinstance(value, str) else None
+    return Result(shown, Outcome.INVALID_ID, error_code=oc.INVALID_BATCH_ID, error_message=problem or "invalid batch ID")
+
+
 def not_sent(batch_id: str, reason: str) -> Result:
     """The row of a request the gate refused to start (run stopped, reserve, deadline)."""
     code, message = NOT_SENT.get(reason, NOT_SENT["stopped"])

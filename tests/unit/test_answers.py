@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from smtoolkit.core.answers import MAX_RATELIMIT, Answer, compact_json, parse_answer, progress_counts
+from smtoolkit.core.answers import MAX_RATELIMIT, Answer, compact_json, parse_answer, query_counts_in
 from smtoolkit.core.retry import MAX_RETRY_AFTER
 
 NOW = 1_445_412_480.0  # 2015-10-21 07:28:00 UTC
@@ -308,7 +308,7 @@ def test_2xx_with_data_list_is_readable_without_data() -> None:
     assert a.readable
     assert a.data is None
     assert a.meta == payload
-    assert progress_counts(a.meta) == {"queued": 1, "running": 0, "success": 0, "failure": 0}
+    assert query_counts_in(a.meta) == {"queued": 1, "running": 0, "success": 0, "failure": 0}
 
 
 @pytest.mark.parametrize("payload", [{"meta": {"request_id": "req_12345678"}}, {"data": None}, {"data": "STOPPED"}, {"data": 1}, {}])
@@ -332,36 +332,36 @@ def test_non_2xx_non_error_statuses_are_not_success(status: int) -> None:
     assert a.error_code == f"HTTP_{status}"
 
 
-# -- progress_counts ---------------------------------------------------------------------------
+# -- query_counts_in ---------------------------------------------------------------------------
 
 
 def test_progress_in_meta() -> None:
     payload = {"meta": {"progress": {"queued": 1, "running": 2, "success": 3, "failure": 4}}, "data": []}
-    assert progress_counts(payload) == {"queued": 1, "running": 2, "success": 3, "failure": 4}
+    assert query_counts_in(payload) == {"queued": 1, "running": 2, "success": 3, "failure": 4}
 
 
 def test_progress_at_top_level() -> None:
     payload = {"meta": {"request_id": "x"}, "progress": {"queued": 0, "running": 5, "success": 6, "failure": 0}, "data": []}
-    assert progress_counts(payload) == {"queued": 0, "running": 5, "success": 6, "failure": 0}
+    assert query_counts_in(payload) == {"queued": 0, "running": 5, "success": 6, "failure": 0}
 
 
 def test_progress_in_meta_wins_over_top_level() -> None:
     payload = {"meta": {"progress": {"queued": 9}}, "progress": {"queued": 1}}
-    assert progress_counts(payload) == {"queued": 9, "running": 0, "success": 0, "failure": 0}
+    assert query_counts_in(payload) == {"queued": 9, "running": 0, "success": 0, "failure": 0}
 
 
 def test_progress_with_meta_not_an_object_uses_top_level() -> None:
-    assert progress_counts({"meta": [1], "progress": {"success": 2}}) == {"queued": 0, "running": 0, "success": 2, "failure": 0}
+    assert query_counts_in({"meta": [1], "progress": {"success": 2}}) == {"queued": 0, "running": 0, "success": 2, "failure": 0}
 
 
 def test_progress_bad_values_count_as_zero() -> None:
     payload = {"progress": {"queued": -1, "running": True, "success": "3", "failure": 2.0, "extra": 5}}
-    assert progress_counts(payload) == {"queued": 0, "running": 0, "success": 0, "failure": 0}
+    assert query_counts_in(payload) == {"queued": 0, "running": 0, "success": 0, "failure": 0}
 
 
 @pytest.mark.parametrize("payload", [None, {}, {"meta": {}}, {"progress": [1, 2]}, {"meta": {"progress": "x"}}, {"data": []}])
 def test_progress_absent(payload: Any) -> None:
-    assert progress_counts(payload) is None
+    assert query_counts_in(payload) is None
 
 
 # -- properties --------------------------------------------------------------------------------
@@ -402,7 +402,7 @@ def check_answer_invariants(a: Answer, status: int) -> None:
 def test_parse_answer_never_raises(status: int, hdrs: dict[str, str], body: bytes, now: float) -> None:
     a = parse_answer(status, hdrs, body, now)
     check_answer_invariants(a, status)
-    counts = progress_counts(a.meta)
+    counts = query_counts_in(a.meta)
     assert counts is None or (set(counts) == {"queued", "running", "success", "failure"} and all(v >= 0 for v in counts.values()))
 
 
