@@ -434,7 +434,8 @@ def test_keep_alive_requests_are_fast() -> None:
         t0 = time.monotonic()
         for _ in range(30):
             assert api.get(bid).status_code == 200
-        assert time.monotonic() - t0 < 0.6
+        # Nagle's delayed ACK costs ~40 ms a request (1.2 s for 30); a loaded machine, far less.
+        assert time.monotonic() - t0 < 30 * 0.035
 
 
 def test_every_answer_has_rate_headers_and_a_unique_request_id(api: Api, sandbox: Sandbox) -> None:
