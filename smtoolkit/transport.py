@@ -298,6 +298,8 @@ def describe(exc: BaseException) -> str:
     low = text.lower()
     if "timed out" in low:
         return f"{kind}: no answer within the timeout"
+    if any(w in low for w in ("badstatusline", "linetoolong", "got more than", "unknownprotocol", "invalid http")):
+        return f"{kind}: the answer was not valid HTTP"
     if "reset" in low or "aborted" in low:
         return f"{kind}: the connection was reset"
     if ("incompleteread" in low or "cut off" in low or isinstance(exc, requests.exceptions.ChunkedEncodingError)

@@ -522,3 +522,28 @@ def test_get_batches_with_hostile_batch_fields() -> None:
     assert pd.isna(row["query_amount"]) and pd.isna(row["query_concurrency"]) and pd.isna(row["timeout_minutes"])
     assert row["description"] == '{"k":["東京"]}' and pd.isna(row["split_accounts_policy"])
     assert row["outcome"] == "already_stopped"
+
+
+# -- answers that are not HTTP at all -----------------------------------------------------------
+
+
+def _many_headers(c: Any) -> None:
+    from hostile import head
+
+    c.send(head(200, {f"X-H{i}": "v" for i in range(500)}))
+
+
+@pytest.mark.parametrize("raw", [
+    _many_headers,
+    lambda c: c.send(b"HTTP/1.1 200 OK\r\nX-Long: " + b"a" * 200_000 + b"\r\n\r\n"),
+    lambda c: c.send(b"HTTP/1.1 abc\r\n\r\n"),
+    lambda c: c.send(b"\x00\xff" * 1000),
+], ids=["500-headers", "200KB-header-line", "bad-status-line", "binary-garbage"])
+def test_an_answer_that_is_not_http_is_a_described_row(raw: Any) -> None:
+    with Hostile(lambda m, p: raw) as h:
+        report = sm.cancel_batches(["qrb_a", "qrb_b"], api_key="k", base_url=h.base_url, max_retries=1,
+                                   backoff_base=0.01, timeout=2, progress=False)
+        settled(h.count, h.count())
+    assert list(report["outcome"]) == ["network_error"] * 2
+    assert report["error_message"].str.contains("not valid HTTP").all()
+    assert report["attempts"].sum() == h.count() == report.attrs["requests_sent"]
