@@ -149,24 +149,25 @@ def _register(conn: Any) -> None:
         ex.attach(conn)
 
 
-class _HTTPConnection(HTTPConnection):
+class _Watched:
+    """Mixed into urllib3's connections: each tells the current exchange which socket it uses
+    (new connections on connect, kept-alive ones on every request)."""
+
     def connect(self) -> None:
-        super().connect()
+        super().connect()  # type: ignore[misc]
         _register(self)
 
-    def request(self, *args: Any, **kwargs: Any) -> None:  # type: ignore[override]
+    def request(self, *args: Any, **kwargs: Any) -> None:
         _register(self)
-        super().request(*args, **kwargs)
+        super().request(*args, **kwargs)  # type: ignore[misc]
 
 
-class _HTTPSConnection(HTTPSConnection):
-    def connect(self) -> None:
-        super().connect()
-        _register(self)
+class _HTTPConnection(_Watched, HTTPConnection):  # type: ignore[misc]
+    pass
 
-    def request(self, *args: Any, **kwargs: Any) -> None:  # type: ignore[override]
-        _register(self)
-        super().request(*args, **kwargs)
+
+class _HTTPSConnection(_Watched, HTTPSConnection):  # type: ignore[misc]
+    pass
 
 
 class _HTTPPool(HTTPConnectionPool):
