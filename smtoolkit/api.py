@@ -15,7 +15,7 @@ import warnings
 from collections.abc import Callable
 from contextlib import nullcontext
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import pandas as pd
 
@@ -29,6 +29,7 @@ from .progress import Progress
 from .runner import MAX_WORKERS, CancelAndWait, RunResult, describe_error, run
 
 log = logging.getLogger("smtoolkit")
+T = TypeVar("T")
 
 
 
@@ -143,12 +144,13 @@ def cancel_batches(
                 operation = lambda i, stop: c.lookup(i, stop=stop, tally=tally)  # noqa: E731
             outcome = run(todo, operation, workers=workers, on_result=sinks,
                           stop_on_auth_error=stop_on_auth_error)
-            _quietly(bar.close)
-            saved = _closing(jr)
+            # From here on requests have been sent: nothing may cost the caller the report.
+            _despite_interrupts(lambda: _quietly(bar.close))
+            saved = _despite_interrupts(lambda: _closing(jr))
             if isinstance(outcome.error, JournalError):
                 saved = None  # the same failure, already the reason the run ended
         results = {**outcome.results, **done}
-        info = c.pacing()
+        info = _despite_interrupts(c.pacing)
         attrs = {
             "started_at": started.isoformat(),
             "finished_at": datetime.now(UTC).isoformat(),
@@ -167,9 +169,20 @@ def cancel_batches(
             "resumed_from_journal": len(done),
             "journal": str(jr.path) if jr is not None else None,
         }
-    report = frames.build_report(frame, values, p, results, attrs)
-    _announce(outcome, report, saved)
+    report = _despite_interrupts(lambda: frames.build_report(frame, values, p, results, attrs))
+    _despite_interrupts(lambda: _announce(outcome, report, saved))
     return report
+
+
+def _despite_interrupts(step: Callable[[], T]) -> T:
+    """Run a finishing step (each is idempotent); a Ctrl-C during it repeats it, so an impatient
+    second interrupt cannot lose a report whose requests were already sent."""
+    for _ in range(3):
+        try:
+            return step()
+        except KeyboardInterrupt:
+            log.warning("interrupt ignored while finishing the report (the requests were already sent)")
+    return step()
 
 
 def _closing(jr: Journal | None) -> str | None:
@@ -255,7 +268,7 @@ def get_batches(
             return r
 
         outcome = run(p.unique, operation, workers=workers, on_result=[bar.update])
-        _quietly(bar.close)
+        _despite_interrupts(lambda: _quietly(bar.close))
         results = outcome.results
         attrs = {"base_url": c.base_url, "requests_sent": tally.sent,
                  "stopped": outcome.halt.value if outcome.halt else None, "error": outcome.error_text}

@@ -200,15 +200,17 @@ def export_csv(report: pd.DataFrame, path: str | os.PathLike[str], *, excel: boo
     if not parent.is_dir():
         raise InputError(f"cannot write {str(target)!r}: the directory {str(parent)!r} does not exist")
     time_format = "%Y-%m-%d %H:%M:%S" if excel else "%Y-%m-%dT%H:%M:%S.%fZ"
-    out = report.copy()
-    out.columns = [_safe_cell(str(c)) for c in out.columns]
-    for name in out.columns:
-        col = out[name]
+    columns = []
+    for i in range(report.shape[1]):  # by position: an input frame may repeat a column name
+        col = report.iloc[:, i]
         if isinstance(col.dtype, pd.DatetimeTZDtype) or pd.api.types.is_datetime64_any_dtype(col.dtype):
             utc = col.dt.tz_convert("UTC") if isinstance(col.dtype, pd.DatetimeTZDtype) else col.dt.tz_localize("UTC")
-            out[name] = utc.dt.strftime(time_format).astype("object").where(col.notna(), None)
+            col = utc.dt.strftime(time_format).astype("object").where(col.notna(), None)
         elif col.dtype == object or pd.api.types.is_string_dtype(col.dtype):
-            out[name] = col.map(_safe_cell, na_action="ignore")
+            col = col.map(_safe_cell, na_action="ignore")
+        columns.append(col.reset_index(drop=True))
+    out = pd.concat(columns, axis=1, ignore_index=True) if columns else pd.DataFrame(index=range(len(report)))
+    out.columns = [_safe_cell(str(c)) for c in report.columns]
     tmp = parent / f".{target.name}.{secrets.token_hex(4)}.tmp"
     try:
         try:

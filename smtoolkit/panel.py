@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import html
 import threading
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -24,6 +25,9 @@ from .frames import export_csv, history_frame
 from .panel_html import armed_html, card_html, history_html, message_html
 
 HISTORY_SHOWN = 10  # rows of history shown in the panel (all are kept in `history`)
+# Typing an ID and then clicking Look up is one action: leaving the text box already started the
+# look-up, so a click for the same ID within this many seconds does not start a second one.
+SAME_LOOKUP_WINDOW = 2.0
 
 
 class CancelPanel(widgets.VBox):
@@ -50,6 +54,8 @@ class CancelPanel(widgets.VBox):
         self._thread: threading.Thread | None = None
         self._armed: str | None = None
         self._looked_up: dict[str, Result] = {}
+        self._last_lookup: tuple[str, float] | None = None  # (batch ID, when it was started)
+        self.repeat_after = SAME_LOOKUP_WINDOW  # seconds before the same ID is looked up again
         self._rows: list[dict[str, Any]] = []
 
         self.id_input = widgets.Text(description="Batch ID", placeholder="qrb_…", continuous_update=False,
@@ -118,6 +124,7 @@ class CancelPanel(widgets.VBox):
         # A retyped key is used from the next request on (one in flight keeps its client).
         if change.get("new"):
             self._client = None
+            self._last_lookup = None  # another key: the same ID is worth looking up again
 
     def _checked_id(self) -> str | None:
         c = check_id(self.id_input.value)
@@ -128,11 +135,20 @@ class CancelPanel(widgets.VBox):
         return c.batch_id
 
     def lookup(self) -> None:
-        """Show the batch's current information without changing it."""
+        """Show the batch's current information without changing it (once per action: the same
+        ID asked for again while its look-up runs, or just after, is not looked up twice)."""
         batch_id = self._checked_id()
         if batch_id is None:
             return
-        self._run(f"Looking up {batch_id}…", lambda c: self._do_lookup(c, batch_id))
+        last = self._last_lookup
+        if last is not None and last[0] == batch_id and (
+                self._busy() or time.monotonic() - last[1] < self.repeat_after):
+            return
+        if self._run(f"Looking up {batch_id}…", lambda c: self._do_lookup(c, batch_id)):
+            self._last_lookup = (batch_id, time.monotonic())
+
+    def _busy(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
 
     def arm(self) -> None:
         """First step of a cancel: show what will be cancelled; only confirm sends it."""
@@ -178,15 +194,16 @@ class CancelPanel(widgets.VBox):
             self.key_input.placeholder = "key set (type another to replace it)"
         return self._client
 
-    def _run(self, doing: str, work: Callable[[Client], None]) -> None:
-        if self._thread is not None and self._thread.is_alive():
+    def _run(self, doing: str, work: Callable[[Client], None]) -> bool:
+        """Start `work` on a worker thread; False when it could not start (busy, no key)."""
+        if self._busy():
             self._say("warn", "A request is still in flight; wait for it.")
-            return
+            return False
         try:
             client = self._client_now()
         except ConfigError as exc:
             self._say("bad", html.escape(str(exc)))
-            return
+            return False
         self._set_busy(True, doing)
 
         def target() -> None:
@@ -199,6 +216,7 @@ class CancelPanel(widgets.VBox):
 
         self._thread = threading.Thread(target=target, name="smtoolkit-panel", daemon=True)
         self._thread.start()
+        return True
 
     def _set_busy(self, busy: bool, text: str) -> None:
         for b in (self.lookup_button, self.cancel_button, self.export_button):

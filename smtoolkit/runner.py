@@ -177,6 +177,8 @@ def run(
                 halt(Halt.ERROR, exc)
 
     def take(batch_id: str, item: Result | BaseException) -> None:
+        if batch_id in results:
+            return  # already taken (an interrupt landed while it was being handled)
         if isinstance(item, BaseException):
             result = Result(batch_id, Outcome.NETWORK_ERROR, error_code=INTERNAL_ERROR,
                             error_message=f"smtoolkit failed while handling this batch ({describe_error(item)}); "
@@ -184,22 +186,55 @@ def run(
             halt(Halt.ERROR, item)
         else:
             result = item
-            if result.outcome is Outcome.SKIPPED and result.attempts == 0:
-                if result.error_code == oc.BUDGET_RESERVE:
-                    halt(Halt.RESERVE)
-                _relabel(result, halted, cause)
+            if result.outcome is Outcome.SKIPPED and result.attempts == 0 and result.error_code == oc.BUDGET_RESERVE:
+                halt(Halt.RESERVE)
             if stop_on_auth_error and result.outcome in (Outcome.UNAUTHORIZED, Outcome.FORBIDDEN):
                 halt(Halt.AUTH)
         results[batch_id] = result
         emit(result)
+
+    def settle_the_rest() -> None:
+        # In-flight first, then the queue: a worker queues its result before it leaves `busy`,
+        # so every request is found in one of the two (never reported as not sent).
+        with lock:
+            in_flight = list(busy.values())
+        while True:  # answers that arrived while we stopped waiting
+            try:
+                batch_id, item = out.get_nowait()
+            except queue.Empty:
+                break
+            if item is not None and batch_id is not None:
+                take(batch_id, item)
+        # Requests still in flight after the grace period: their effect is unknown.
+        for batch_id in in_flight:
+            if batch_id not in results:
+                r = Result(batch_id, Outcome.NETWORK_ERROR, error_code=IN_FLIGHT,
+                           error_message="the run ended while this request was in flight; "
+                                         "its effect is unknown (run again to settle it)", attempts=1)
+                results[batch_id] = r
+                emit(r)
+        for batch_id in todo:
+            if batch_id not in results:
+                r = Result(batch_id, Outcome.SKIPPED)
+                results[batch_id] = r
+                emit(r)
+        # Rows not sent because the run halted say why, whatever order their results came in.
+        for r in results.values():
+            if r.outcome is Outcome.SKIPPED and r.attempts == 0 and r.error_code != oc.ROW_DEADLINE:
+                if halted is not None or r.error_code is None:
+                    r.error_code, r.error_message = halt_label(halted, cause)
 
     threads = [threading.Thread(target=worker, args=(n,), name=f"smtoolkit-worker-{n}", daemon=True)
                for n in range(max(1, min(workers, len(todo) or 1)))]
     for t in threads:
         t.start()
     alive = len(threads)
+    pending: tuple[str, Result | BaseException] | None = None
     while alive:
         try:
+            if pending is not None:  # taken when an interrupt cut its handling short
+                taking, pending = pending, None
+                take(*taking)
             if deadline is not None and time.monotonic() >= deadline:
                 break
             try:
@@ -210,42 +245,24 @@ def run(
             if item is None or batch_id is None:
                 alive -= 1
                 continue
+            pending = (batch_id, item)
             take(batch_id, item)
+            pending = None
         except KeyboardInterrupt:
             if deadline is not None:
                 break  # a second interrupt, or one while settling after an error: stop waiting
             halt(Halt.INTERRUPT)
     stop.set()
-    while True:  # answers that arrived while we stopped waiting
+    for _ in range(3):  # settling is idempotent: an interrupt here only repeats it
         try:
-            batch_id, item = out.get_nowait()
-        except queue.Empty:
+            if pending is not None:
+                taking, pending = pending, None
+                take(*taking)
+            settle_the_rest()
             break
-        if item is not None and batch_id is not None:
-            take(batch_id, item)
-    # Requests still in flight after the grace period: their effect is unknown.
-    with lock:
-        in_flight = dict(busy)
-    for batch_id in in_flight.values():
-        if batch_id in results:
-            continue
-        r = Result(batch_id, Outcome.NETWORK_ERROR, error_code=IN_FLIGHT,
-                   error_message="the run ended while this request was in flight; "
-                                 "its effect is unknown (run again to settle it)", attempts=1)
-        results[batch_id] = r
-        emit(r)
-    for batch_id in todo:
-        if batch_id not in results:
-            r = Result(batch_id, Outcome.SKIPPED)
-            _relabel(r, halted, cause)
-            results[batch_id] = r
-            emit(r)
+        except KeyboardInterrupt:
+            halt(Halt.INTERRUPT)
     return RunResult(results, halted, cause)
-
-
-def _relabel(result: Result, halted: Halt | None, cause: BaseException | None) -> None:
-    if halted is not None or result.error_code is None:
-        result.error_code, result.error_message = halt_label(halted, cause)
 
 
 class CancelAndWait:

@@ -107,13 +107,15 @@ class Watchdog:
 
 
 class _Exchange:
-    """The connection one exchange uses, so the watchdog can cut it."""
+    """The connection one exchange uses, so the watchdog can cut it (and only while the
+    exchange lasts: once finished, a late abort must not cut the next user of the connection)."""
 
-    __slots__ = ("conn", "aborted", "_lock")
+    __slots__ = ("conn", "aborted", "finished", "_lock")
 
     def __init__(self) -> None:
         self.conn: Any = None
         self.aborted = False
+        self.finished = False
         self._lock = threading.Lock()
 
     def attach(self, conn: Any) -> None:
@@ -124,9 +126,15 @@ class _Exchange:
 
     def abort(self) -> None:
         with self._lock:
+            if self.finished:
+                return
             self.aborted = True
             if self.conn is not None:
                 _shutdown(self.conn)
+
+    def finish(self) -> None:
+        with self._lock:
+            self.finished = True
 
 
 def _shutdown(conn: Any) -> None:
@@ -222,8 +230,9 @@ def exchange(session: requests.Session, watchdog: Watchdog, method: str, url: st
     finally:
         _current.exchange = None
         watchdog.disarm(token)
+        ex.finish()  # before the connection can go back to the pool
         if resp is not None:
-            _release(resp, complete)
+            _release(resp, complete and not ex.aborted)
 
 
 def _read_body(resp: requests.Response) -> tuple[bytes, bool]:
@@ -245,6 +254,7 @@ class _Inflater:
         self.encoding = encoding
         self._d: Any = None
         self._raw_deflate_tried = False
+        self._head = b""  # deflate input before any output: replayed if it was raw deflate
         if encoding in ("gzip", "x-gzip"):
             self._d = zlib.decompressobj(16 + zlib.MAX_WBITS)
         elif encoding == "deflate":
@@ -255,6 +265,8 @@ class _Inflater:
         if self._d is None:
             buf += data
             return len(buf) <= MAX_ANSWER_BYTES
+        if self.encoding == "deflate" and not buf and not self._raw_deflate_tried and len(self._head) < _CHUNK * 4:
+            self._head += data
         while data:
             room = MAX_ANSWER_BYTES + 1 - len(buf)
             if room <= 0:
@@ -263,9 +275,11 @@ class _Inflater:
                 buf += self._d.decompress(data, room)
             except zlib.error:
                 if self.encoding == "deflate" and not self._raw_deflate_tried and not buf:
-                    # Some servers send raw deflate without the zlib wrapper.
+                    # Some servers send raw deflate without the zlib wrapper: start over on
+                    # everything received so far (a first chunk may have been a single byte).
                     self._raw_deflate_tried = True
                     self._d = zlib.decompressobj(-zlib.MAX_WBITS)
+                    data, self._head = self._head, b""
                     continue
                 raise ValueError("the answer's compressed body is corrupt") from None
             data = self._d.unconsumed_tail

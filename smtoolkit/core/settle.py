@@ -31,8 +31,9 @@ GAVE_UP = {
 }
 
 #: Why a request was never sent at all.
-NOT_SENT = {
-    "stopped": (oc.SKIPPED_AUTH_FAILED, "not sent: the run stopped"),
+NOT_SENT: dict[str, tuple[str | None, str]] = {
+    # The run that refused it says why (runner.halt_label); until then, no code.
+    "stopped": (None, "not sent: the run stopped"),
     "reserve": (oc.BUDGET_RESERVE, "not sent: the hourly budget reached the reserve kept for production"),
     "deadline": (oc.ROW_DEADLINE, "not sent: the row's time limit passed while waiting for the rate limit"),
 }

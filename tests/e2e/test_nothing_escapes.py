@@ -547,3 +547,86 @@ def test_an_answer_that_is_not_http_is_a_described_row(raw: Any) -> None:
     assert list(report["outcome"]) == ["network_error"] * 2
     assert report["error_message"].str.contains("not valid HTTP").all()
     assert report["attempts"].sum() == h.count() == report.attrs["requests_sent"]
+
+
+# -- found in review: races and edges of the same rule --------------------------------------------
+
+
+def test_an_answer_that_lands_while_the_run_settles_is_never_reported_as_not_sent(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import queue
+
+    from smtoolkit import runner
+
+    class SlowWhenEmpty(queue.Queue):  # type: ignore[type-arg]
+        def get_nowait(self) -> Any:  # the calling thread is paused right after finding it empty
+            try:
+                return super().get_nowait()
+            except queue.Empty:
+                time.sleep(0.3)
+                raise
+
+    monkeypatch.setattr(runner.queue, "Queue", SlowWhenEmpty)
+    sent: list[str] = []
+
+    def operation(batch_id: str, stop: threading.Event) -> sm.Result:
+        if batch_id == "a":
+            raise RuntimeError("a bug in one row")
+        sent.append(batch_id)  # the request goes out...
+        time.sleep(0.35)  # ...and its answer lands just after the grace period
+        return sm.Result(batch_id, sm.Outcome.CANCELLED, http_status=200, attempts=1)
+
+    outcome = runner.run(["b", "a"], operation, workers=2, grace=0.2)
+    assert sent == ["b"]
+    assert outcome.results["b"].outcome is not sm.Outcome.SKIPPED  # it was sent: never "not sent"
+
+
+def test_an_interrupt_while_the_report_is_built_does_not_lose_it(
+        sandbox: Sandbox, client: Client, monkeypatch: pytest.MonkeyPatch) -> None:
+    from smtoolkit import api, frames
+
+    ids = sandbox.create_batches(3)
+    real = frames.build_report
+    calls = []
+
+    def interrupted_once(*args: Any, **kwargs: Any) -> pd.DataFrame:
+        calls.append(1)
+        if len(calls) == 1:
+            raise KeyboardInterrupt  # an impatient second Ctrl-C, after every request was sent
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(api.frames, "build_report", interrupted_once)
+    report = sm.cancel_batches(ids, client=client, progress=False)
+    assert list(report["outcome"]) == ["cancelled"] * 3 and len(calls) == 2
+
+
+def test_export_keeps_repeated_input_column_names(sandbox: Sandbox, client: Client, tmp_path: Path) -> None:
+    ids = sandbox.create_batches(2)
+    frame = pd.DataFrame([[i, "x", "=y"] for i in ids], columns=["batch_id", "note", "note"])
+    report = sm.cancel_batches(frame, client=client, progress=False)
+    path = sm.export_csv(report, tmp_path / "r.csv")
+    with path.open(newline="", encoding="utf-8") as fh:
+        import csv
+
+        rows = list(csv.reader(fh))
+    assert rows[0][:3] == ["batch_id", "note", "note"] and rows[1][1:3] == ["x", "'=y"]
+
+
+@pytest.mark.parametrize("first", [0, 1, 2], ids=["one-chunk", "first-chunk-1-byte", "first-chunk-2-bytes"])
+def test_raw_deflate_bodies_decode_however_they_are_chunked(first: int) -> None:
+    import zlib
+
+    from hostile import head
+
+    packer = zlib.compressobj(wbits=-zlib.MAX_WBITS)
+    body = packer.compress(json.dumps(stopped_batch("qrb_a")).encode()) + packer.flush()
+    parts = [body[:first], body[first:]] if first else [body]
+    wire = b"".join(b"%x\r\n%s\r\n" % (len(p), p) for p in parts) + b"0\r\n\r\n"
+
+    def behave(method: str, path: str) -> Any:
+        return lambda c: c.send(head(200, {"Content-Encoding": "deflate", "Transfer-Encoding": "chunked",
+                                           "Connection": "close"}) + wire)
+
+    with Hostile(behave) as h, Client(api_key="k", base_url=h.base_url, max_retries=0) as c:
+        r = c.lookup("qrb_a")
+    assert r.outcome is sm.Outcome.ALREADY_STOPPED and r.http_status == 200

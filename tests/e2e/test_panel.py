@@ -102,6 +102,7 @@ def test_lookup_shows_the_batch_and_changes_nothing(sandbox: Sandbox, panel: Can
     assert panel.message.value == ""
     assert panel.confirm_button.disabled and panel.armed is None
 
+    panel.repeat_after = 0  # a deliberate refresh, not the click that follows typing
     panel.lookup_button.click()  # and the button does the same
     panel.wait()
 
@@ -446,14 +447,15 @@ def test_buttons_are_disabled_while_a_request_is_in_flight(sandbox: Sandbox, pan
     panel.id_input.value = bid  # Enter starts the look-up
     assert all(b.disabled for b in buttons)
     assert panel.busy.value.startswith("Looking up")
-    panel.lookup_button.click()  # a second look-up is refused, not queued
-    assert "still in flight" in text(panel.message.value)
+    panel.lookup_button.click()  # the same look-up: one action, not a second request nor a warning
+    assert "still in flight" not in text(panel.message.value)
     panel.wait()
     assert not any(b.disabled for b in buttons[:3]) and panel.confirm_button.disabled
     assert panel.busy.value == ""
     assert len(sandbox.requests) == 2  # one GET and one status GET, not four
     assert len(panel.history) == 1
 
+    panel.repeat_after = 0  # a deliberate refresh
     panel.lookup_button.click()
     assert all(b.disabled for b in buttons)
     panel.wait()
@@ -468,3 +470,19 @@ def test_buttons_are_disabled_while_a_request_is_in_flight(sandbox: Sandbox, pan
     assert panel.busy.value == ""
     assert cell(panel.card.value, "outcome") == "cancelled"
     assert len(deletes(sandbox)) == 1
+
+
+def test_typing_an_id_then_clicking_look_up_is_one_look_up(sandbox: Sandbox, panel: CancelPanel) -> None:
+    (bid,) = sandbox.create_batches(1)
+    panel.id_input.value = bid  # leaving the box starts the look-up...
+    panel.lookup_button.click()  # ...and the click that follows is the same action
+    panel.wait()
+    panel.lookup_button.click()  # even once the first has finished
+    panel.wait()
+    gets = [r for r in sandbox.requests if r["method"] == "GET" and r["path"].endswith(bid)]
+    assert len(gets) == 1 and len(panel.history) == 1
+    assert "still in flight" not in text(panel.message.value)
+    (other,) = sandbox.create_batches(1)
+    panel.id_input.value = other  # another ID is another action
+    panel.wait()
+    assert [r["action"] for r in panel.history.to_dict("records")] == ["lookup", "lookup"]
