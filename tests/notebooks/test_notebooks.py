@@ -38,6 +38,10 @@ def test_notebook_runs_headless(path: Path, tmp_path: Path, monkeypatch: pytest.
         outputs = "".join(json.dumps(c.get("outputs", [])) for c in nb.cells if c.cell_type == "code")
         assert "cancelled" in outputs and "application/vnd.jupyter.widget-view+json" in outputs
         assert "report: " in outputs
+        import importlib.util
+
+        if importlib.util.find_spec("matplotlib") is None:  # the README's plain install (.ci/run's "plain" job)
+            assert "No chart: matplotlib is not installed" in outputs
 
 
 def test_the_cleanup_journal_survives_a_kernel_restart(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
