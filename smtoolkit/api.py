@@ -145,7 +145,8 @@ def cancel_batches(
             outcome = run(todo, operation, workers=workers, on_result=sinks,
                           stop_on_auth_error=stop_on_auth_error)
             # From here on requests have been sent: nothing may cost the caller the report.
-            _despite_interrupts(lambda: _quietly(bar.close))
+            halted = outcome.halt.value if outcome.halt else None
+            _despite_interrupts(lambda: _quietly(lambda: bar.close(halted)))
             saved = _despite_interrupts(lambda: _closing(jr))
             if isinstance(outcome.error, JournalError):
                 saved = None  # the same failure, already the reason the run ended
@@ -268,7 +269,8 @@ def get_batches(
             return r
 
         outcome = run(p.unique, operation, workers=workers, on_result=[bar.update])
-        _despite_interrupts(lambda: _quietly(bar.close))
+        halted = outcome.halt.value if outcome.halt else None
+        _despite_interrupts(lambda: _quietly(lambda: bar.close(halted)))
         results = outcome.results
         attrs = {"base_url": c.base_url, "requests_sent": tally.sent,
                  "stopped": outcome.halt.value if outcome.halt else None, "error": outcome.error_text}

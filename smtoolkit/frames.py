@@ -158,15 +158,17 @@ def with_query_counts(report: pd.DataFrame, counts: Sequence[Mapping[str, int] |
 
 
 def summarize(report: pd.DataFrame) -> pd.DataFrame:
-    """Counts and shares per outcome, in the documented outcome order."""
+    """Counts, shares (0 to 1) and percentages (one decimal) per outcome, in the documented
+    outcome order; all numeric, for code that uses them."""
     if not isinstance(report, pd.DataFrame) or "outcome" not in report.columns:
         raise InputError("summarize() takes a report returned by cancel_batches (it needs an 'outcome' column)")
     counts = report["outcome"].astype("string").value_counts(dropna=False)
     order = [o for o in OUTCOME_ORDER if o in counts.index] + [o for o in counts.index if o not in OUTCOME_ORDER]
     counts = counts.reindex(order)
     total = int(counts.sum())
-    out = pd.DataFrame({"count": counts.astype("int64"),
-                        "share": (counts / total).round(4) if total else counts.astype("float64")})
+    share = (counts / total if total else counts).astype("float64")
+    out = pd.DataFrame({"count": counts.astype("int64"), "share": share.round(4),
+                        "percent": (share * 100).round(1)})
     out.index.name = "outcome"
     return out
 

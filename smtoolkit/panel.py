@@ -93,7 +93,10 @@ class CancelPanel(widgets.VBox):
         super().__init__(children=rows, layout=widgets.Layout(padding="6px", border="1px solid #ddd"))
 
     def __repr__(self) -> str:
-        return f"<CancelPanel actions={len(self._rows)}>"
+        # What Jupyter shows when it cannot draw widgets: say why, and what to do.
+        return (f"<CancelPanel actions={len(self._rows)}>: if you see this text instead of the panel, this "
+                "Jupyter has no widget front-end. Install it where Jupyter runs (pip install jupyterlab_widgets, "
+                "or ipywidgets, in the server's environment), restart Jupyter and reload the page.")
 
     # -- state --------------------------------------------------------------------------------
     @property

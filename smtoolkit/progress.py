@@ -52,8 +52,16 @@ class Progress:
                 parts.append(f"polls={info['polls']}")
         return " ".join(parts)
 
-    def close(self) -> None:
+    def close(self, halted: str | None = None) -> None:
+        """Finish the bar; a run that `halted` (interrupted, auth, reserve, error) ends red with
+        the reason in its text, never as a green 100%."""
         if self._bar is not None:
-            self._bar.set_postfix_str(self.postfix(), refresh=True)
+            if halted:
+                self._bar.set_description_str(f"halted ({halted})", refresh=False)
+                self._bar.colour = "#c0392b"  # red in a terminal (ANSI) and in a notebook widget
+                self._bar.set_postfix_str(self.postfix(), refresh=False)
+                self._bar.refresh()
+            else:
+                self._bar.set_postfix_str(self.postfix(), refresh=True)
             self._bar.close()
             self._bar = None
