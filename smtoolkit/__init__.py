@@ -1,17 +1,26 @@
 """smtoolkit: cancel Supermetrics query batches in bulk, paced by the API's rate limits,
 with a truthful report of what happened to every row.
 
-Everything a user may import is listed in `__all__`; other modules are internal.
+Everything a user may import is listed in `__all__`; other modules are internal. Names that
+need pandas, requests or ipywidgets are imported on first use, so `smtoolkit --help` and
+`--version` do not pay for them.
 """
 
+from __future__ import annotations
+
+import importlib
 import logging
+from typing import TYPE_CHECKING, Any
 
 from ._version import __version__
-from .api import cancel_batch, cancel_batches, get_batches
-from .client import Client
-from .core.outcomes import FINAL, Outcome, Result
 from .errors import ConfigError, InputError, JournalError, SmtoolkitError
-from .frames import export_csv, summarize
+
+if TYPE_CHECKING:
+    from .api import cancel_batch, cancel_batches, get_batches
+    from .client import Client
+    from .core.outcomes import FINAL, Outcome, Result
+    from .frames import export_csv, summarize
+    from .panel import CancelPanel
 
 __all__ = [
     "CancelPanel",
@@ -31,15 +40,32 @@ __all__ = [
     "summarize",
 ]
 
+# Where each lazily imported public name lives.
+_LAZY = {
+    "CancelPanel": ".panel",
+    "Client": ".client",
+    "FINAL": ".core.outcomes",
+    "Outcome": ".core.outcomes",
+    "Result": ".core.outcomes",
+    "cancel_batch": ".api",
+    "cancel_batches": ".api",
+    "export_csv": ".frames",
+    "get_batches": ".api",
+    "summarize": ".frames",
+}
+
 # A library does not configure logging; this only keeps Python's last-resort handler from
 # printing our warnings a second time (they are also issued with `warnings`).
 logging.getLogger("smtoolkit").addHandler(logging.NullHandler())
 
 
-def __getattr__(name: str) -> object:
-    # The panel pulls in ipywidgets; import it only when asked for.
-    if name == "CancelPanel":
-        from .panel import CancelPanel
-
-        return CancelPanel
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name], __name__), name)
+        globals()[name] = value  # once imported, a plain attribute
+        return value
     raise AttributeError(f"module 'smtoolkit' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -21,7 +21,6 @@ def test_a_halted_run_ends_its_bar_red_with_the_reason(sandbox: Sandbox, capsys:
     err = capsys.readouterr().err
     last = err.replace("\r", "\n").strip().splitlines()[-1]
     assert "halted (reserve)" in last and "\x1b[" in last  # the reason, in colour (ANSI in a terminal)
-    assert "skipped=" in last
 
 
 def test_a_run_that_finished_is_not_marked_halted(sandbox: Sandbox, client: Client,

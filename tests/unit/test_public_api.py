@@ -17,10 +17,26 @@ def test_all_is_sorted_and_importable() -> None:
 
 def test_all_is_complete() -> None:
     """Every public name the package exposes is in __all__, and nothing else (as httpx checks)."""
-    exposed = {name for name in vars(smtoolkit) if not name.startswith("_")} | {"__version__"}
+    exposed = {name for name in dir(smtoolkit) if not name.startswith("_")} | {"__version__"}
     modules = {name for name in exposed if inspect.ismodule(getattr(smtoolkit, name))}
-    assert exposed - modules - {"annotations", "logging"} == set(smtoolkit.__all__) - {"CancelPanel"}
-    assert "CancelPanel" in smtoolkit.__all__ and smtoolkit.CancelPanel.__name__ == "CancelPanel"  # lazy
+    helpers = {"annotations", "importlib", "logging", "TYPE_CHECKING", "Any"}
+    assert exposed - modules - helpers == set(smtoolkit.__all__)
+    assert smtoolkit.CancelPanel.__name__ == "CancelPanel" and smtoolkit.Client.__name__ == "Client"
+
+
+def test_help_and_version_do_not_import_pandas() -> None:
+    """The CLI's --help should feel instant: nothing heavy is imported to print it."""
+    import subprocess
+    import sys
+
+    code = ("import sys, smtoolkit.cli as c; p = c.build_parser(); "
+            "heavy = [m for m in ('pandas', 'requests', 'ipywidgets', 'numpy') if m in sys.modules]; "
+            "print(','.join(heavy))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and done.stdout.strip() == "", done.stdout + done.stderr
+    for args in (["--help"], ["--version"], ["cancel", "--help"]):
+        run = subprocess.run([sys.executable, "-m", "smtoolkit", *args], capture_output=True, text=True, timeout=60)
+        assert run.returncode == 0 and "smtoolkit" in run.stdout
 
 
 def test_errors_form_the_documented_tree() -> None:
