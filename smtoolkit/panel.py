@@ -98,6 +98,14 @@ class CancelPanel(widgets.VBox):
                 "Jupyter has no widget front-end. Install it where Jupyter runs (pip install jupyterlab_widgets, "
                 "or ipywidgets, in the server's environment), restart Jupyter and reload the page.")
 
+    def _repr_mimebundle_(self, **kwargs: Any) -> Any:
+        # ipywidgets cuts the plain text at 110 characters; the hint must arrive whole.
+        bundle = super()._repr_mimebundle_(**kwargs)
+        data = bundle[0] if isinstance(bundle, tuple) else bundle
+        if isinstance(data, dict) and "text/plain" in data:
+            data["text/plain"] = repr(self)
+        return bundle
+
     # -- state --------------------------------------------------------------------------------
     @property
     def history(self) -> pd.DataFrame:

@@ -1,5 +1,9 @@
 """The progress bar: tqdm.auto (a widget in Jupyter, text elsewhere) with live counts per
-outcome and the remaining hourly budget. Updated only from the thread running the run."""
+outcome and the remaining hourly budget. Updated only from the thread running the run.
+
+In Jupyter the bar is a widget; where the server lacks the widget front-end, Jupyter shows the
+widget's plain-text form instead, frozen at the moment it was displayed. That text says so, and
+what to install where (`_hinted`)."""
 
 from __future__ import annotations
 
@@ -17,16 +21,17 @@ class Progress:
     """A bar over `total` items; a no-op when disabled."""
 
     def __init__(self, total: int, *, enabled: bool, desc: str,
-                 facts: Callable[[], dict[str, Any]] | None = None) -> None:
-        """`facts` returns the run's live facts (client.pacing() and polls) for the postfix."""
+                 facts: Callable[[], dict[str, Any]] | None = None, tqdm_class: type | None = None) -> None:
+        """`facts` returns the run's live facts (client.pacing() and polls) for the postfix;
+        `tqdm_class` defaults to `tqdm.auto.tqdm` (a widget in Jupyter, text elsewhere)."""
         self.counts: Counter[str] = Counter()
         self._facts = facts
         self._last = 0.0
         self._bar: Any = None
         if enabled and total:
-            from tqdm.auto import tqdm
-
-            self._bar = tqdm(total=total, desc=desc, unit="batch", dynamic_ncols=True, leave=True)
+            if tqdm_class is None:
+                from tqdm.auto import tqdm as tqdm_class
+            self._bar = _hinted(tqdm_class)(total=total, desc=desc, unit="batch", dynamic_ncols=True, leave=True)
 
     def update(self, result: Result, advance: int = 1) -> None:
         self.counts[result.outcome.value] += 1
@@ -64,4 +69,56 @@ class Progress:
             else:
                 self._bar.set_postfix_str(self.postfix(), refresh=True)
             self._bar.close()
+            if halted and _is_widget(type(self._bar)):
+                # tqdm's widget ends green whenever n == total; a halted run's rows are all
+                # accounted for, yet it did not finish: say so with the "danger" style.
+                self._bar.disp(bar_style="danger", check_delay=False)
             self._bar = None
+
+
+WIDGET_HINT = ("this is a progress bar widget that this Jupyter cannot draw: it has no widget front-end. "
+               "Install it where Jupyter runs (pip install jupyterlab_widgets, or ipywidgets, in the "
+               "server's environment), restart Jupyter and reload the page. The run is not affected.")
+
+
+def _is_widget(cls: type) -> bool:
+    try:
+        from tqdm.notebook import tqdm_notebook
+    except ImportError:  # pragma: no cover - tqdm always ships it
+        return False
+    return issubclass(cls, tqdm_notebook)
+
+
+_HINTED: dict[type, type] = {}
+
+
+def _hinted(cls: type) -> type:
+    """`cls` itself for a text bar; for tqdm's notebook widget, a subclass whose plain-text form
+    (what Jupyter shows when it cannot draw widgets) says so and what to install, in full."""
+    if not _is_widget(cls):
+        return cls
+    if cls not in _HINTED:
+        def status_printer(*args: Any, **kwargs: Any) -> Any:
+            container = cls.status_printer(*args, **kwargs)
+            container.__class__ = _hinted_box(type(container))
+            return container
+
+        _HINTED[cls] = type(cls.__name__, (cls,), {"status_printer": staticmethod(status_printer),
+                                                   "__module__": __name__})
+    return _HINTED[cls]
+
+
+def _hinted_box(box: type) -> type:
+    def __repr__(self: Any, pretty: bool = False) -> str:
+        return f"{box.__repr__(self, pretty)}  [{WIDGET_HINT}]"
+
+    def _repr_mimebundle_(self: Any, **kwargs: Any) -> Any:
+        # ipywidgets cuts the plain text at 110 characters; the hint must arrive whole.
+        bundle = box._repr_mimebundle_(self, **kwargs)
+        data = bundle[0] if isinstance(bundle, tuple) else bundle
+        if isinstance(data, dict) and "text/plain" in data:
+            data["text/plain"] = repr(self)
+        return bundle
+
+    return type(box.__name__, (box,), {"__repr__": __repr__, "_repr_mimebundle_": _repr_mimebundle_,
+                                       "__module__": __name__})

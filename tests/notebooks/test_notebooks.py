@@ -38,6 +38,13 @@ def test_notebook_runs_headless(path: Path, tmp_path: Path, monkeypatch: pytest.
         outputs = "".join(json.dumps(c.get("outputs", [])) for c in nb.cells if c.cell_type == "code")
         assert "cancelled" in outputs and "application/vnd.jupyter.widget-view+json" in outputs
         assert "report: " in outputs
+        # What a Jupyter without the widget front-end shows in place of each widget (the bars and
+        # the panel): plain text that says so and what to install, whole.
+        widgets = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
+                   if "application/vnd.jupyter.widget-view+json" in o.get("data", {})]
+        assert len(widgets) >= 3
+        for o in widgets:
+            assert "pip install jupyterlab_widgets" in o["data"]["text/plain"], o["data"]["text/plain"]
         import importlib.util
 
         if importlib.util.find_spec("matplotlib") is None:  # the README's plain install (.ci/run's "plain" job)
