@@ -30,7 +30,9 @@ class Progress:
         self._bar: Any = None
         if enabled and total:
             if tqdm_class is None:
-                from tqdm.auto import tqdm as tqdm_class
+                from tqdm.auto import tqdm as auto_tqdm
+
+                tqdm_class = auto_tqdm
             self._bar = _hinted(tqdm_class)(total=total, desc=desc, unit="batch", dynamic_ncols=True, leave=True)
 
     def update(self, result: Result, advance: int = 1) -> None:
@@ -89,10 +91,10 @@ def _is_widget(cls: type) -> bool:
     return issubclass(cls, tqdm_notebook)
 
 
-_HINTED: dict[type, type] = {}
+_HINTED: dict[Any, Any] = {}
 
 
-def _hinted(cls: type) -> type:
+def _hinted(cls: Any) -> Any:
     """`cls` itself for a text bar; for tqdm's notebook widget, a subclass whose plain-text form
     (what Jupyter shows when it cannot draw widgets) says so and what to install, in full."""
     if not _is_widget(cls):
@@ -108,7 +110,7 @@ def _hinted(cls: type) -> type:
     return _HINTED[cls]
 
 
-def _hinted_box(box: type) -> type:
+def _hinted_box(box: Any) -> Any:
     def __repr__(self: Any, pretty: bool = False) -> str:
         return f"{box.__repr__(self, pretty)}  [{WIDGET_HINT}]"
 
