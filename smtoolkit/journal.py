@@ -175,10 +175,8 @@ class Journal:
 
     def append(self, result: Result) -> None:
         """Record one result, flushed to the OS at once; JournalError if that fails."""
-        record = {name: getattr(result, name) for name in _RESULT_FIELDS}
-        record["outcome"] = result.outcome.value
         try:
-            self._write(record)
+            self._write(record_of(result))
         except OSError as exc:
             raise JournalError(f"the journal {str(self.path)!r} could not be written "
                                f"({exc.strerror or exc})") from None
@@ -186,7 +184,7 @@ class Journal:
     def _write(self, record: dict[str, Any]) -> None:
         if self._fh is None:
             raise OSError("the journal is not open for writing")
-        self._fh.write(json.dumps(record, default=_iso, ensure_ascii=False) + "\n")
+        self._fh.write(record_line(record))
         self._fh.flush()
 
     def close(self) -> None:
@@ -221,6 +219,18 @@ class Journal:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def record_of(result: Result) -> dict[str, Any]:
+    """A result as a journal record: the report's fields, the outcome as its string value."""
+    record = {name: getattr(result, name) for name in _RESULT_FIELDS}
+    record["outcome"] = result.outcome.value
+    return record
+
+
+def record_line(record: dict[str, Any]) -> str:
+    """One JSON Lines line, newline included, as the journal writes it (times in ISO 8601 UTC)."""
+    return json.dumps(record, default=_iso, ensure_ascii=False) + "\n"
 
 
 def _lock_owner(lock_file: str) -> int | None:
