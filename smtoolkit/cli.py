@@ -255,6 +255,17 @@ def _sandbox(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _panel(args: argparse.Namespace) -> int:
+    from .panel_server import Refused, plan, serve
+
+    try:
+        settings = plan(host=args.host, port=args.port, token=args.token, no_token=args.no_token,
+                        ask_key=args.ask_key, audit=args.audit, base_url=args.base_url)
+        return serve(settings)
+    except Refused as exc:
+        raise UsageError(str(exc)) from None
+
+
 def _number(text: str, ok: Callable[[float], bool], what: str) -> float:
     try:
         value = float(text)
@@ -361,6 +372,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seed for IDs and faults")
     p.add_argument("--allow-remote", action="store_true", help="permit a --host that is not loopback")
     p.set_defaults(func=_sandbox)
+
+    p = sub.add_parser(
+        "panel", help="serve the cancel panel as a web page for colleagues, until Ctrl-C",
+        description="Serve the cancel panel as a web page (Voila, from the browser extra). It prints the URL to "
+                    "open, with a random access token unless --token/$SMTK_PANEL_TOKEN gives one; every look-up "
+                    "and cancel made on it is appended to an audit file. Use TLS or JupyterHub for anything "
+                    "beyond a trusted network.",
+        epilog="Exit codes: 0 stopped with Ctrl-C; 2 refused (a host other than loopback without a token, a bad "
+               "token, port in use, an unwritable audit file); 3 no API key (without --ask-key), a bad base "
+               "URL, or Voila not installed.")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to listen on (default 127.0.0.1; any other needs a token)")
+    p.add_argument("--port", type=int, default=8866, help="port (default 8866; 0: a free one, printed)")
+    p.add_argument("--token", default=None,
+                   help="the access token (default: $SMTK_PANEL_TOKEN, else a random one printed with the URL; "
+                        "prefer the variable: a command line is visible to other users)")
+    p.add_argument("--no-token", action="store_true", help="no access token: only allowed on a loopback --host")
+    p.add_argument("--ask-key", action="store_true",
+                   help="every visitor types their own API key (default: the server's $SUPERMETRICS_API_KEY)")
+    p.add_argument("--audit", metavar="FILE", default=None,
+                   help="append every look-up and cancel here (default smtoolkit-panel-audit.jsonl in the "
+                        "current folder)")
+    p.add_argument("--base-url", default=None,
+                   help="API base URL (default $SUPERMETRICS_BASE_URL or the Supermetrics API)")
+    p.set_defaults(func=_panel)
     return parser
 
 

@@ -12,6 +12,11 @@ from .errors import ConfigError, MissingKeyError
 DEFAULT_BASE_URL = "https://api.supermetrics.com/enterprise/v2"
 API_KEY_ENV = "SUPERMETRICS_API_KEY"
 BASE_URL_ENV = "SUPERMETRICS_BASE_URL"
+# `smtoolkit panel`: the access token, and what the server tells each visitor's kernel (kernels
+# inherit the server's environment; the API key itself never goes in a new variable).
+PANEL_TOKEN_ENV = "SMTK_PANEL_TOKEN"
+PANEL_AUDIT_ENV = "SMTK_PANEL_AUDIT"
+PANEL_ASK_KEY_ENV = "SMTK_PANEL_ASK_KEY"
 
 
 def api_key_from(value: str | None) -> str:
@@ -32,6 +37,31 @@ def api_key_from(value: str | None) -> str:
 def base_url_from_env(default: str = DEFAULT_BASE_URL) -> str:
     """$SUPERMETRICS_BASE_URL if set, else `default`."""
     return os.environ.get(BASE_URL_ENV) or default
+
+
+def panel_token_from_env() -> str | None:
+    """$SMTK_PANEL_TOKEN, or None when it is not set."""
+    return os.environ.get(PANEL_TOKEN_ENV)
+
+
+def export_panel_settings(*, base_url: str, audit: str, ask_key: bool) -> None:
+    """Settings of `smtoolkit panel` for the kernels it starts, which inherit this environment.
+
+    With `ask_key`, the server's own API key is removed so that each visitor's typed key is the
+    only one a kernel can use. The token is removed too: a kernel has no use for it.
+    """
+    os.environ[BASE_URL_ENV] = base_url
+    os.environ[PANEL_AUDIT_ENV] = audit
+    os.environ[PANEL_ASK_KEY_ENV] = "1" if ask_key else "0"
+    os.environ.pop(PANEL_TOKEN_ENV, None)
+    if ask_key:
+        os.environ.pop(API_KEY_ENV, None)
+
+
+def panel_settings() -> tuple[str, str | None, bool]:
+    """(base URL, audit file or None, ask_key) as `export_panel_settings` left them, for the page."""
+    return (base_url_from_env(), os.environ.get(PANEL_AUDIT_ENV) or None,
+            os.environ.get(PANEL_ASK_KEY_ENV) == "1")
 
 
 def is_loopback(host: str) -> bool:

@@ -36,13 +36,28 @@ class CancelPanel(widgets.VBox):
     Parts, for driving it in code: `id_input` (Enter looks the batch up), `lookup_button`,
     `cancel_button` (arms), `confirm_button` (sends the DELETE), `export_button`, `card`
     (the result), `message`, and `history`. `wait()` blocks until the current request ends.
+
+    Keyword-only, for pages that serve the panel to others (`smtoolkit panel`): `ask_key=True`
+    always asks for a key in a password box and never uses one from the environment;
+    `on_action(action, result)` is called after every look-up and cancel (from the worker
+    thread; if it raises, the panel says so and sends nothing more); `export=False` leaves out
+    the export row (it writes files where the kernel runs).
     """
 
-    def __init__(self, client: Client | None = None, **client_kwargs: Any) -> None:
+    def __init__(self, client: Client | None = None, *, ask_key: bool = False,
+                 on_action: Callable[[str, Result], object] | None = None, export: bool = True,
+                 **client_kwargs: Any) -> None:
+        if ask_key and client is not None:
+            raise ConfigError("ask_key=True asks for the key in the panel: do not pass a client as well")
         self._client = client
         self._client_kwargs = client_kwargs
+        self._on_action = on_action
+        self._refusing: str | None = None  # why nothing more may be sent (on_action failed)
         self.key_input: widgets.Password | None = None
-        if client is None:
+        if ask_key:
+            self.key_input = widgets.Password(description="API key", placeholder="your Supermetrics API key")
+            self.key_input.observe(self._on_key_change, names="value")
+        elif client is None:
             try:
                 self._client = Client(**client_kwargs)
             except MissingKeyError:
@@ -88,8 +103,9 @@ class CancelPanel(widgets.VBox):
             self.message,
             self.card,
             self.history_view,
-            widgets.HBox([self.export_path, self.export_button]),
         ]
+        if export:
+            rows.append(widgets.HBox([self.export_path, self.export_button]))
         super().__init__(children=rows, layout=widgets.Layout(padding="6px", border="1px solid #ddd"))
 
     def __repr__(self) -> str:
@@ -198,7 +214,9 @@ class CancelPanel(widgets.VBox):
     def _client_now(self) -> Client:
         if self._client is None:
             assert self.key_input is not None
-            self._client = Client(api_key=self.key_input.value or None, **self._client_kwargs)
+            if not self.key_input.value:
+                raise MissingKeyError("no API key: type it in the API key box above; nothing was sent")
+            self._client = Client(api_key=self.key_input.value, **self._client_kwargs)
             # Do not keep the key in the widget's state: it would be synced to every front end
             # and saved into the notebook file.
             self.key_input.value = ""
@@ -207,6 +225,9 @@ class CancelPanel(widgets.VBox):
 
     def _run(self, doing: str, work: Callable[[Client], None]) -> bool:
         """Start `work` on a worker thread; False when it could not start (busy, no key)."""
+        if self._refusing is not None:
+            self._say("bad", html.escape(self._refusing))
+            return False
         if self._busy():
             self._say("warn", "A request is still in flight; wait for it.")
             return False
@@ -231,7 +252,7 @@ class CancelPanel(widgets.VBox):
 
     def _set_busy(self, busy: bool, text: str) -> None:
         for b in (self.lookup_button, self.cancel_button, self.export_button):
-            b.disabled = busy
+            b.disabled = busy or (self._refusing is not None and b is not self.export_button)
         if busy:
             self._disarm()
         self.busy.value = text
@@ -243,6 +264,14 @@ class CancelPanel(widgets.VBox):
             self._rows.append(row)
             recent = self._rows[-HISTORY_SHOWN:][::-1]
         self.history_view.value = history_html(recent)
+        if self._on_action is not None:
+            try:
+                self._on_action(action, r)
+            except Exception as exc:  # noqa: BLE001 - the action is done; say it was not recorded
+                why = getattr(exc, "strerror", None) or type(exc).__name__  # no server paths shown
+                self._refusing = (f"This {action} was done but could not be recorded ({why}); this panel "
+                                  "sends nothing more. Tell whoever runs it.")
+                self._say("bad", html.escape(self._refusing))
 
     def _do_lookup(self, client: Client, batch_id: str) -> None:
         r = client.lookup(batch_id)
@@ -259,7 +288,10 @@ class CancelPanel(widgets.VBox):
         self.card.value = card_html("Cancel", r, None, client.budget.remaining)
 
     def _settle(self, batch_id: str, done: str) -> None:
-        """Clear the message, unless the ID changed while the request was in flight."""
+        """Clear the message, unless the ID changed while the request was in flight (or the
+        panel now refuses to send: that message stays)."""
+        if self._refusing is not None:
+            return
         if check_id(self.id_input.value).batch_id not in (None, batch_id):
             self._say("warn", f"The ID changed while <code>{html.escape(batch_id)}</code> was being {done}; "
                               "the card shows that batch. Click <b>Look up</b> for the new ID.")

@@ -94,3 +94,19 @@ def armed_html(batch_id: str, seen: Result | None) -> str:
                   f"“{html.escape(fmt(seen.batch.get('description') or ''))}”")
     return (f"About to cancel <code>{html.escape(batch_id)}</code>{detail}. "
             "Click <b>Confirm cancel</b> to send it.")
+
+
+def page_notice_html(*, ask_key: bool, base_url: str, visitor: str | None, audited: bool) -> str:
+    """What the shared page (`smtoolkit panel`) tells each visitor: whose key, and that it records."""
+    api = f"<code>{html.escape(base_url)}</code>"
+    if ask_key:
+        key = (f"Type your own API key for {api}: it stays in this page's session on the server, is used only "
+               "for your requests and is written nowhere. Reloading the page forgets it.")
+    else:
+        key = (f"This page acts with the API key of the server it runs on (chosen by whoever started it, "
+               f"never shown), on {api}.")
+    who = f"your address ({html.escape(visitor)})" if visitor else "your address where known"
+    trail = (f"Every look-up and cancel made here is recorded on the server: the time, {who}, the batch and "
+             "what happened." if audited else "This page keeps no record of what is done here.")
+    return (f'<div class="smtk-notice" style="color:#444;font-size:90%;margin-bottom:4px">{key}<br>{trail}'
+            "</div>")

@@ -44,3 +44,33 @@ class FakeClock:
         with self._lock:
             self.slept.append(seconds)
             self._now += max(0.0, seconds)
+
+
+class SandboxAnswers:
+    """Every answer an in-process sandbox gave, in order: method, path, status and the
+    `request_id` of its body. The sandbox's request log keeps no request IDs; this reads them
+    from the answers themselves, so a test can match a report's or audit's request_id to the
+    request the sandbox really answered."""
+
+    def __init__(self, sb: Any) -> None:
+        import json
+
+        self.answers: list[dict[str, Any]] = []
+        lock = threading.Lock()
+        handle = sb.app.handle
+
+        def recording(method: str, target: str, headers: dict[str, str], body: bytes) -> Any:
+            resp = handle(method, target, headers, body)
+            try:
+                request_id = json.loads(resp.body).get("meta", {}).get("request_id")
+            except (ValueError, AttributeError):
+                request_id = None
+            with lock:
+                self.answers.append({"method": method, "path": target.split("?")[0],
+                                     "status": resp.status, "request_id": request_id})
+            return resp
+
+        sb.app.handle = recording
+
+    def by_request_id(self) -> dict[str, dict[str, Any]]:
+        return {a["request_id"]: a for a in self.answers if a["request_id"]}

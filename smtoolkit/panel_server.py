@@ -1,0 +1,254 @@
+"""`smtoolkit panel`: the cancel panel as a web page for colleagues, served safely.
+
+Served by Voilà (the `browser` extra), running in this process: it already renders the panel,
+starts one kernel per visitor (so each visitor has their own panel, and with `--ask-key` their
+own key), and lets a page's visitors use its widgets but never run code in its kernel (Voilà's
+kernel socket passes only widget messages), which is what keeps the server's key, sitting in the
+kernel's environment, out of reach. Its login is jupyter_server's token check.
+
+What this module adds, so that sharing is safe by default:
+- 127.0.0.1 unless `--host` says otherwise; a random token, printed once with the URL, unless
+  `--token`/$SMTK_PANEL_TOKEN gives one; a host other than loopback without a token is refused
+  before anything listens. On loopback the Host header must name loopback too (no DNS rebinding).
+- The page is generated into a private temporary folder: only it is served, not the folder
+  the server was started in.
+- The visitor's address (the peer of the HTTP connection, as tornado sees it: a proxy in front
+  hides the real one) goes into the page's cell by a Voilà pre-launch hook, and from there into
+  every audit line (`audit.py`). Voilà itself gives a kernel only the Host, path and query.
+- Request logs name the path, never the query (which holds the token).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import logging
+import os
+import re
+import secrets
+import shutil
+import signal
+import socket
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+from .audit import DEFAULT_AUDIT, audit_path
+from .config import (
+    API_KEY_ENV,
+    PANEL_TOKEN_ENV,
+    api_key_from,
+    base_url_from_env,
+    check_base_url,
+    export_panel_settings,
+    is_loopback,
+    panel_token_from_env,
+)
+from .errors import ConfigError, MissingKeyError
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8866  # Voilà's
+MIN_TOKEN_LENGTH = 16  # shorter tokens can be guessed: jupyter_server does not slow down guessing
+NOTEBOOK = "smtoolkit-panel.ipynb"
+_TOKEN_CHARS = re.compile(r"[A-Za-z0-9._~-]+")  # goes in ?token= as it is
+
+
+class Refused(Exception):
+    """The page cannot be served as asked; the message says what to change (exit 2)."""
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How the page will be served, decided and checked before anything listens."""
+
+    host: str
+    port: int
+    token: str | None
+    token_from: str  # "generated", "--token", "$SMTK_PANEL_TOKEN" or "" (no token)
+    ask_key: bool
+    audit: Path
+    base_url: str
+
+
+def plan(*, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, token: str | None = None,
+         no_token: bool = False, ask_key: bool = False, audit: str | None = None,
+         base_url: str | None = None) -> Plan:
+    """Check the options; Refused (usage) or ConfigError (no key, bad base URL) before serving."""
+    host = (host or "").strip()
+    if not host:
+        raise Refused("--host must name an address to listen on, such as 127.0.0.1")
+    if not 0 <= port <= 65535:
+        raise Refused(f"--port must be from 0 (a free one) to 65535, not {port}")
+    if no_token and token is not None:
+        raise Refused("--token and --no-token contradict each other: give one")
+    token_from = ""
+    if not no_token:
+        if token is not None:
+            token_from = "--token"
+        else:
+            token = panel_token_from_env()
+            token_from = f"${PANEL_TOKEN_ENV}" if token is not None else "generated"
+        if token is None:
+            token = secrets.token_urlsafe(24)
+        elif len(token) < MIN_TOKEN_LENGTH or not _TOKEN_CHARS.fullmatch(token):
+            raise Refused(f"the token from {token_from} must be at least {MIN_TOKEN_LENGTH} characters of "
+                          "A-Z a-z 0-9 . _ ~ - (leave it out and a random one is made)")
+    else:
+        token = None
+    if token is None and not is_loopback(host):
+        raise Refused(f"refusing to serve on {host} without a token: anyone who can reach it could cancel "
+                      "batches with this server's API key. Leave out --no-token (a random token is printed "
+                      f"with the URL), or serve on {DEFAULT_HOST}.")
+    url = check_base_url(base_url or base_url_from_env())
+    if not ask_key:
+        try:
+            api_key_from(None)
+        except MissingKeyError:
+            raise ConfigError(f"no API key for the page: set {API_KEY_ENV} where you start it, or pass "
+                              "--ask-key so that every visitor types their own") from None
+    return Plan(host=host, port=port, token=token, token_from=token_from, ask_key=ask_key,
+                audit=audit_path(audit or DEFAULT_AUDIT), base_url=url)
+
+
+def page_source(visitor: str | None) -> str:
+    """The page's one code cell. `visitor` is a parsed IP address, so its repr is plain code."""
+    return f"from smtoolkit.panel_page import page\n\npage(visitor={visitor!r})"
+
+
+def visitor_of(remote_ip: object) -> str | None:
+    """The visitor's address as text, or None when it is not an IP address (a Unix socket...)."""
+    try:
+        return str(ipaddress.ip_address(str(remote_ip)))
+    except ValueError:
+        return None
+
+
+def notebook_json() -> str:
+    """The notebook Voilà serves (its cell is rewritten per visitor by the pre-launch hook)."""
+    return json.dumps({
+        "cells": [{"cell_type": "code", "execution_count": None, "id": "smtoolkit-panel", "metadata": {},
+                   "outputs": [], "source": page_source(None)}],
+        "metadata": {"kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"},
+                     "title": "Cancel a Supermetrics batch"},
+        "nbformat": 4, "nbformat_minor": 5,
+    }, indent=1)
+
+
+def urls(p: Plan, port: int) -> list[str]:
+    """The URLs to print: the one to open first (with the token only when it was generated)."""
+    hosts = [p.host]
+    if p.host in ("0.0.0.0", "::", ""):
+        hosts = [socket.gethostname(), "127.0.0.1" if p.host != "::" else "[::1]"]
+    query = f"?token={p.token}" if p.token and p.token_from == "generated" else ""
+    shown = [f"[{h}]" if ":" in h and not h.startswith("[") else h for h in hosts]
+    return [f"http://{h}:{port}/{query}" for h in shown]
+
+
+def serve(p: Plan, out: IO[str] | None = None) -> int:
+    """Serve the page until Ctrl-C (or SIGTERM); 0 when stopped that way."""
+    stream: IO[str] = out or sys.stdout
+    try:
+        from voila.app import Voila
+    except ImportError:
+        raise ConfigError("smtoolkit panel needs Voilà: pip install 'smtoolkit[browser]'") from None
+    import tornado.httpserver
+    import tornado.ioloop
+    import tornado.netutil
+
+    folder = Path(tempfile.mkdtemp(prefix="smtoolkit-panel-"))  # private (0700)
+    nb = folder / NOTEBOOK
+    nb.write_text(notebook_json(), encoding="utf-8")
+    export_panel_settings(base_url=p.base_url, audit=str(p.audit), ask_key=p.ask_key)
+
+    def prelaunch(handler: Any, notebook: Any, cwd: str) -> Any:
+        notebook.cells[0].source = page_source(visitor_of(handler.request.remote_ip))
+        return notebook
+
+    def log_request(handler: Any) -> None:
+        status = handler.get_status()
+        r = handler.request
+        level = logging.WARNING if status >= 400 else logging.DEBUG
+        logging.getLogger("smtoolkit.panel").log(level, "%d %s %s (%s) %.1fms", status, r.method, r.path,
+                                                 r.remote_ip, 1000 * r.request_time())
+
+    class PanelServer(Voila):  # type: ignore[misc]
+        """Voilà, listening where the plan says (port 0 included) and stopping on a signal."""
+
+        def listen(self) -> None:
+            try:
+                sockets = tornado.netutil.bind_sockets(p.port, p.host)
+            except OSError as exc:
+                self.stop()
+                raise Refused(f"cannot listen on {p.host}:{p.port}: {exc.strerror or exc}") from None
+            self.port = sockets[0].getsockname()[1]
+            server = tornado.httpserver.HTTPServer(self.app)
+            server.add_sockets(sockets)
+            self.ioloop = tornado.ioloop.IOLoop.current()
+            _stop_on_signals(self.ioloop)
+            _announce(p, self.port, stream)
+            try:
+                self.ioloop.start()
+            finally:
+                server.stop()
+                self.stop()
+
+    log = logging.getLogger("smtoolkit.panel")
+    log.addHandler(_stderr_handler())
+    log.propagate = False
+    app = PanelServer(config_file_paths=[])  # no voila.py from the folder or the user: nothing weakens this
+    try:
+        app.initialize([str(nb)])
+        app.open_browser = False
+        app.root_dir = str(folder)
+        app.token = p.token or ""  # "" means no token (Voilà's way); only allowed on loopback
+        app.ip = p.host
+        app.tornado_settings = {**app.tornado_settings, "log_function": log_request,
+                                "allow_remote_access": not is_loopback(p.host)}
+        app.voila_configuration.prelaunch_hook = prelaunch
+        app.voila_configuration.preheat_kernel = False  # a kernel only for a visitor who got in
+        app.start()
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    print("smtoolkit panel stopped", file=sys.stderr, flush=True)
+    return 0
+
+
+def _announce(p: Plan, port: int, out: IO[str]) -> None:
+    first, *more = urls(p, port)
+    print(f"Serving the cancel panel. Open: {first}", file=out)
+    for url in more:
+        print(f"  or: {url}", file=out)
+    if p.token and p.token_from != "generated":
+        print(f"  the token is the one in {p.token_from} (add ?token=... to the URL, or type it on the login page)",
+              file=out)
+    elif not p.token:
+        print("  no token: anyone on this machine can open it", file=out)
+    key = ("each visitor types their own API key (--ask-key)" if p.ask_key
+           else f"the API key in this server's ${API_KEY_ENV}")
+    print(f"Key: {key}, for {p.base_url}", file=out)
+    print(f"Audit trail: {p.audit}", file=out)
+    print("Ctrl-C to stop.", file=out, flush=True)
+
+
+def _stop_on_signals(ioloop: Any) -> None:
+    """Ctrl-C and SIGTERM stop the loop cleanly; the kernels are then shut down."""
+    loop = ioloop.asyncio_loop
+    for name in ("SIGINT", "SIGTERM"):
+        sig = getattr(signal, name, None)
+        if sig is None:
+            continue
+        try:
+            loop.add_signal_handler(sig, ioloop.stop)  # POSIX
+        except (NotImplementedError, RuntimeError, ValueError):
+            signal.signal(sig, lambda *_: loop.call_soon_threadsafe(ioloop.stop))  # Windows
+    if os.name == "nt":  # a select() on Windows is not woken by Ctrl-C: wake it now and then
+        tornado_ioloop = sys.modules["tornado.ioloop"]
+        tornado_ioloop.PeriodicCallback(lambda: None, 500).start()
+
+
+def _stderr_handler() -> logging.Handler:
+    h = logging.StreamHandler(sys.stderr)
+    h.setFormatter(logging.Formatter("[smtoolkit panel %(asctime)s] %(message)s", "%H:%M:%S"))
+    return h

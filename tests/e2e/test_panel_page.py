@@ -1,0 +1,139 @@
+"""The page `smtoolkit panel` serves, built as a visitor's kernel builds it (`panel_page.page`)
+from the settings the server leaves in the environment, and driven in code against the sandbox.
+The browser tests (tests/browser/test_share_browser.py) drive the same page through Voilà."""
+
+from __future__ import annotations
+
+import html
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from smtoolkit.config import API_KEY_ENV, BASE_URL_ENV, PANEL_TOKEN_ENV, export_panel_settings
+from smtoolkit.panel import CancelPanel
+from smtoolkit.panel_page import page
+from smtoolkit.sandbox import Sandbox
+from tests.helpers import SandboxAnswers
+
+KEY = "sbx_PAGE-SECRET-KEY_4c9e1a7f2b"
+
+
+@pytest.fixture
+def keyed_sandbox() -> Sandbox:
+    with Sandbox(api_key=KEY, seed=5) as sb:
+        yield sb
+
+
+def text(fragment: str) -> str:
+    return html.unescape(re.sub(r"<[^>]+>", "", fragment))
+
+
+def audit_lines(path: Path) -> list[dict[str, object]]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").split("\n") if line] if path.exists() else []
+
+
+def serve_settings(monkeypatch: pytest.MonkeyPatch, sb: Sandbox, audit: Path, *, ask_key: bool) -> None:
+    """What `smtoolkit panel` does to the environment its kernels inherit."""
+    monkeypatch.setenv(API_KEY_ENV, KEY)
+    monkeypatch.setenv(PANEL_TOKEN_ENV, "a-token-the-kernels-never-need")
+    for name in ("SMTK_PANEL_AUDIT", "SMTK_PANEL_ASK_KEY", BASE_URL_ENV):
+        monkeypatch.delenv(name, raising=False)  # restored after the test
+    export_panel_settings(base_url=sb.base_url, audit=str(audit), ask_key=ask_key)
+
+
+def look_up_and_cancel(panel: CancelPanel, bid: str) -> None:
+    panel.id_input.value = bid
+    panel.wait()
+    panel.cancel_button.click()
+    panel.confirm_button.click()
+    panel.wait()
+
+
+def test_the_page_uses_the_servers_key_says_so_and_records_each_action(
+        keyed_sandbox: Sandbox, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    audit = tmp_path / "audit.jsonl"
+    serve_settings(monkeypatch, keyed_sandbox, audit, ask_key=False)
+    (bid,) = keyed_sandbox.create_batches(1)
+    answers = SandboxAnswers(keyed_sandbox)
+    pg = page(visitor="192.0.2.44")
+    notice = text(pg.children[0].value)
+    assert "API key of the server" in notice and "never shown" in notice and keyed_sandbox.base_url in notice
+    assert "recorded on the server" in notice and "192.0.2.44" in notice
+    assert pg.panel.key_input is None and pg.panel.export_button not in _all_widgets(pg)
+
+    look_up_and_cancel(pg.panel, bid)
+    assert keyed_sandbox.batch(bid)["cancelled"]  # type: ignore[index]
+    got = audit_lines(audit)
+    assert [(g["action"], g["outcome"], g["batch_id"], g["visitor"]) for g in got] == [
+        ("lookup", "would_cancel", bid, "192.0.2.44"), ("cancel", "cancelled", bid, "192.0.2.44")]
+    by_id = answers.by_request_id()  # the sandbox's own answers
+    assert (by_id[got[0]["request_id"]]["method"], by_id[got[0]["request_id"]]["path"]) == (
+        "GET", f"/enterprise/v2/query/batch/{bid}")
+    assert (by_id[got[1]["request_id"]]["method"], by_id[got[1]["request_id"]]["path"]) == (
+        "DELETE", f"/enterprise/v2/query/batch/{bid}")
+    assert KEY not in audit.read_text(encoding="utf-8")
+    pg.close()
+
+
+def test_with_ask_key_nothing_is_sent_before_the_visitor_types_a_key(
+        keyed_sandbox: Sandbox, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    audit = tmp_path / "audit.jsonl"
+    serve_settings(monkeypatch, keyed_sandbox, audit, ask_key=True)
+    import os
+
+    assert API_KEY_ENV not in os.environ and PANEL_TOKEN_ENV not in os.environ  # what kernels inherit
+    (bid,) = keyed_sandbox.create_batches(1)
+    pg = page(visitor=None)
+    notice = text(pg.children[0].value)
+    assert "Type your own API key" in notice and "written nowhere" in notice and "where known" in notice
+    panel = pg.panel
+    assert panel.key_input is not None and panel.key_input in panel.children
+
+    look_up_and_cancel(panel, bid)  # no key typed: refused locally, every time
+    assert "no API key" in text(panel.message.value)
+    assert keyed_sandbox.requests == [] and audit_lines(audit) == []
+
+    panel.key_input.value = KEY
+    panel.lookup_button.click()
+    panel.wait()
+    panel.cancel_button.click()
+    panel.confirm_button.click()
+    panel.wait()
+    assert keyed_sandbox.batch(bid)["cancelled"]  # type: ignore[index]
+    assert panel.key_input.value == ""  # the key lives in the kernel's client only
+    got = audit_lines(audit)
+    assert [(g["action"], g["visitor"]) for g in got] == [("lookup", None), ("cancel", None)]
+    assert KEY not in audit.read_text(encoding="utf-8")
+    assert KEY not in json.dumps([w.get_state() for w in _all_widgets(pg)], default=str)
+    pg.close()
+
+
+def test_an_action_that_cannot_be_recorded_stops_the_page(
+        keyed_sandbox: Sandbox, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The trail is the condition of use: once a line cannot be written, nothing more is sent."""
+    audit = tmp_path / "audit.jsonl"
+    serve_settings(monkeypatch, keyed_sandbox, audit, ask_key=False)
+    a, b = keyed_sandbox.create_batches(2)
+    pg = page(visitor="192.0.2.9")
+    audit.mkdir()  # the trail cannot be written any more (here: a folder now stands in its place)
+    pg.panel.id_input.value = a
+    pg.panel.wait()
+    assert "could not be recorded" in text(pg.panel.message.value)
+    assert "would_cancel" in pg.panel.card.value  # the look-up itself is shown
+    sent = len(keyed_sandbox.requests)
+    look_up_and_cancel(pg.panel, b)
+    assert len(keyed_sandbox.requests) == sent and not keyed_sandbox.batch(b)["cancelled"]  # type: ignore[index]
+    assert "sends nothing more" in text(pg.panel.message.value)
+    assert pg.panel.lookup_button.disabled and pg.panel.cancel_button.disabled
+    pg.close()
+
+
+def _all_widgets(root: object) -> list:
+    out, todo = [], [root]
+    while todo:
+        w = todo.pop()
+        out.append(w)
+        todo.extend(getattr(w, "children", ()))
+    return out

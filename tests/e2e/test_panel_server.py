@@ -1,0 +1,130 @@
+"""`smtoolkit panel` as a process: what it refuses before serving anything, the URL it prints,
+and how it stops. The page itself, in a browser, is tested in tests/browser/test_share_browser.py."""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+
+from smtoolkit.sandbox import Sandbox
+from tests.served import ServedPanel, run_panel
+
+KEY = "sbx_SERVER-SECRET-KEY_8d2f6b0c41"
+posix_only = pytest.mark.skipif(os.name != "posix", reason="Ctrl-C is sent as SIGINT")
+
+
+@pytest.fixture
+def keyed_sandbox() -> Iterator[Sandbox]:
+    with Sandbox(api_key=KEY, seed=9) as sb:
+        yield sb
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def listening(port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(1)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "::", "192.0.2.10", "panel.example.com"])
+def test_a_host_other_than_loopback_without_a_token_is_refused_and_nothing_listens(
+        host: str, tmp_path: Path) -> None:
+    port = free_port()
+    done = run_panel(tmp_path, "--host", host, "--port", str(port), "--no-token", key=KEY)
+    assert done.returncode == 2, done.stderr
+    assert f"refusing to serve on {host} without a token" in done.stderr
+    assert "anyone who can reach it could cancel batches" in done.stderr
+    assert done.stdout == "" and "Traceback" not in done.stderr
+    assert not listening(port)
+    assert not (tmp_path / "smtoolkit-panel-audit.jsonl").exists()  # nothing was even prepared
+    assert KEY not in done.stdout + done.stderr
+
+
+@pytest.mark.parametrize("args, key, code, said", [
+    (["--token", "short"], KEY, 2, "at least 16 characters"),
+    (["--token", "a token with spaces in it"], KEY, 2, "at least 16 characters"),
+    (["--token", "x" * 20, "--no-token"], KEY, 2, "contradict"),
+    (["--port", "70000"], KEY, 2, "--port must be from 0"),
+    (["--audit", "no/such/folder/audit.jsonl"], KEY, 2, "does not exist"),
+    ([], None, 3, "--ask-key"),
+    (["--base-url", "http://api.example.com/enterprise/v2"], KEY, 3, "refusing plain http://"),
+])
+def test_options_that_cannot_work_are_refused_before_serving(
+        args: list[str], key: str | None, code: int, said: str, tmp_path: Path) -> None:
+    port = free_port()
+    done = run_panel(tmp_path, "--port", str(port), *args, key=key)
+    assert done.returncode == code, done.stderr
+    assert said in done.stderr and done.stderr.startswith("smtoolkit: error: ")
+    assert done.stdout == "" and "Traceback" not in done.stderr and not listening(port)
+
+
+def test_panel_is_in_the_help_with_its_exit_codes(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    top = subprocess.run([sys.executable, "-m", "smtoolkit", "--help"], capture_output=True, text=True, timeout=60)
+    assert "panel" in top.stdout and "web page" in top.stdout
+    done = run_panel(tmp_path, "--help", key=None)
+    assert done.returncode == 0
+    shown = " ".join(done.stdout.split())  # argparse wraps lines
+    for option in ("--host", "--port", "--token", "--no-token", "--ask-key", "--audit", "$SMTK_PANEL_TOKEN",
+                   "Exit codes: 0 stopped with Ctrl-C; 2 refused", "3 no API key"):
+        assert option in shown, option
+
+
+@posix_only
+def test_the_printed_url_is_the_one_that_works_and_ctrl_c_stops_cleanly(
+        keyed_sandbox: Sandbox, tmp_path: Path) -> None:
+    pytest.importorskip("voila", reason="pip install -e '.[browser]'")
+    served = ServedPanel(tmp_path, key=KEY, base_url=keyed_sandbox.base_url)
+    try:
+        out = served.out()
+        token = served.url.split("?token=")[1]
+        assert served.url.startswith("http://127.0.0.1:") and ":0/" not in served.url  # the real port
+        assert out.count(token) == 1  # printed once, with the URL
+        assert f"Audit trail: {tmp_path / 'audit.jsonl'}" in out and "SUPERMETRICS_API_KEY" in out
+
+        refused = requests.get(served.base, allow_redirects=False, timeout=10)
+        assert refused.status_code == 302 and "/login" in refused.headers["Location"]
+        assert requests.get(served.base + "?token=" + "0" * len(token), allow_redirects=False,
+                            timeout=10).status_code == 302
+        assert served.kernels() == []  # nobody got in: no kernel
+
+        page = requests.get(served.url, timeout=90)  # the printed URL, as printed
+        assert page.status_code == 200 and "smtk-notice" in page.text
+        assert KEY not in page.text
+        assert len(served.kernels()) == 1
+    finally:
+        code = served.stop()
+    err = served.err()
+    assert code == 0, err[-3000:]
+    assert "Traceback" not in err and "smtoolkit panel stopped" in err
+    assert served.kernels() == []
+    assert KEY not in served.out() + err
+    assert token not in err  # the request log names paths, never the query that holds the token
+
+
+@posix_only
+def test_a_token_from_the_environment_works_and_is_never_printed(keyed_sandbox: Sandbox, tmp_path: Path) -> None:
+    pytest.importorskip("voila", reason="pip install -e '.[browser]'")
+    token = "env-token-" + "7" * 22
+    served = ServedPanel(tmp_path, key=KEY, base_url=keyed_sandbox.base_url, token=token)
+    try:
+        assert "?token=" not in served.url and token not in served.out()
+        assert "SMTK_PANEL_TOKEN" in served.out()
+        assert requests.get(served.base, allow_redirects=False, timeout=10).status_code == 302
+        ok = requests.get(served.base, headers={"Authorization": f"token {token}"}, timeout=90)
+        assert ok.status_code == 200 and "smtk-notice" in ok.text
+    finally:
+        assert served.stop() == 0
+    assert token not in served.out() + served.err()
