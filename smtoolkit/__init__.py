@@ -16,7 +16,7 @@ from ._version import __version__
 from .errors import ConfigError, InputError, JournalError, SmtoolkitError
 
 if TYPE_CHECKING:
-    from .api import cancel_batch, cancel_batches, get_batches
+    from .api import budget_plan, cancel_batch, cancel_batches, get_batches
     from .client import Client
     from .core.outcomes import FINAL, Outcome, Result
     from .frames import export_csv, summarize
@@ -33,6 +33,7 @@ __all__ = [
     "Result",
     "SmtoolkitError",
     "__version__",
+    "budget_plan",
     "cancel_batch",
     "cancel_batches",
     "export_csv",
@@ -47,6 +48,7 @@ _LAZY = {
     "FINAL": ".core.outcomes",
     "Outcome": ".core.outcomes",
     "Result": ".core.outcomes",
+    "budget_plan": ".api",
     "cancel_batch": ".api",
     "cancel_batches": ".api",
     "export_csv": ".frames",

@@ -9,6 +9,7 @@ from __future__ import annotations
 import difflib
 import inspect
 import logging
+import math
 import os
 import threading
 import warnings
@@ -23,8 +24,10 @@ from . import frames
 from .client import Client, Tally
 from .core.ids import plan
 from .core.outcomes import Outcome, Result
+from .core.pacing import budget_plan as pacing_plan
 from .errors import ConfigError, InputError, JournalError
 from .journal import Journal
+from .limiter import BudgetWait
 from .progress import Progress
 from .runner import MAX_WORKERS, CancelAndWait, RunResult, describe_error, run
 
@@ -70,12 +73,18 @@ def _check_workers(workers: Any) -> int:
     return workers
 
 
-def _check_wait(wait: Any) -> float | None:
+def _check_wait(wait: Any, name: str = "wait") -> float | None:
     if wait is None or wait is False:
         return None
     if isinstance(wait, bool) or not isinstance(wait, (int, float)) or not wait >= 0:
-        raise InputError(f"wait must be a number of seconds >= 0 (or None), not {wait!r}")
+        raise InputError(f"{name} must be a number of seconds >= 0 (or None), not {wait!r}")
     return float(wait) or None
+
+
+def _check_every(every: Any) -> float:
+    if isinstance(every, bool) or not isinstance(every, (int, float)) or not 0 < every < math.inf:
+        raise InputError(f"budget_check_every must be a number of seconds > 0, not {every!r}")
+    return float(every)
 
 
 def cancel_batch(batch_id: str, client: Client | None = None, *, wait: float | None = None,
@@ -97,6 +106,8 @@ def cancel_batches(
     *,
     wait: float | None = None,
     journal: str | os.PathLike[str] | None = None,
+    wait_for_budget: float | None = None,
+    budget_check_every: float = 60.0,
     **client_kwargs: Any,
 ) -> pd.DataFrame:
     """Cancel every batch in `batches` and return a report with one row per input row.
@@ -107,6 +118,10 @@ def cancel_batches(
     they stop. `journal` (a file path) records every result as it arrives; running again
     with the same journal sends nothing for batches already final there.
 
+    At the budget reserve the run stops and the rest are `skipped`/BUDGET_RESERVE, unless
+    `wait_for_budget` (seconds, in total) lets it wait for the hourly budget to come back: it
+    then looks (one GET, paced and counted) at most once per `budget_check_every` seconds.
+
     Mistakes raise `InputError`/`ConfigError` before anything is sent. Once a request may
     have been sent, the report is always returned: on KeyboardInterrupt, on an auth failure,
     at the budget reserve, and on any error inside the run (a journal the disk refuses, a
@@ -114,6 +129,8 @@ def cancel_batches(
     """
     workers = _check_workers(workers)
     wait = _check_wait(wait)
+    wait_for_budget = _check_wait(wait_for_budget, "wait_for_budget")
+    every = _check_every(budget_check_every)
     frame, values = frames.extract(batches, column)
     p = plan(values)
     started = datetime.now(UTC)
@@ -124,26 +141,28 @@ def cancel_batches(
             done = jr.done() if jr is not None else {}
             todo = [i for i in p.unique if i not in done]
             tally = Tally()
-            poller = CancelAndWait(c, wait, tally)
+            patience = BudgetWait(c.limiter, wait_for_budget, every) if wait_for_budget else None
+            poller = CancelAndWait(c, wait, tally, patience)
             bar = Progress(len(todo), enabled=bool(progress), desc="dry run" if dry_run else "cancelling",
-                           facts=lambda: {**c.pacing(), "polls": poller.polls})
-            warned = _budget_warning(c, len(todo))
+                           facts=lambda: {**c.pacing(), "polls": poller.polls},
+                           waiting=patience.status if patience is not None else None)
+            warned = _budget_warning(c, len(todo), wait_for_budget)
             handled = 0
 
             def budget_check(r: Result) -> None:
                 nonlocal warned, handled
                 handled += 1
                 if not warned:
-                    warned = _budget_warning(c, len(todo) - handled)
+                    warned = _budget_warning(c, len(todo) - handled, wait_for_budget)
 
             sinks: list[Callable[[Result], None]] = [budget_check, bar.update]
             if jr is not None and jr.write:
                 sinks.insert(0, jr.append)
             operation: Callable[[str, threading.Event], Result] = poller
             if dry_run:
-                operation = lambda i, stop: c.lookup(i, stop=stop, tally=tally)  # noqa: E731
+                operation = lambda i, stop: c.lookup(i, stop=stop, tally=tally, budget_wait=patience)  # noqa: E731
             outcome = run(todo, operation, workers=workers, on_result=sinks,
-                          stop_on_auth_error=stop_on_auth_error)
+                          stop_on_auth_error=stop_on_auth_error, on_idle=bar.tick)
             # From here on requests have been sent: nothing may cost the caller the report.
             halted = outcome.halt.value if outcome.halt else None
             _despite_interrupts(lambda: _quietly(lambda: bar.close(halted)))
@@ -168,6 +187,9 @@ def cancel_batches(
             "stopped": outcome.halt.value if outcome.halt else None,
             "error": outcome.error_text or saved,
             "resumed_from_journal": len(done),
+            "wait_for_budget": wait_for_budget,
+            **(patience.facts() if patience is not None else {"budget_waits": 0, "budget_waited_s": 0.0,
+                                                               "budget_looks": 0}),
             "journal": str(jr.path) if jr is not None else None,
         }
     report = _despite_interrupts(lambda: frames.build_report(frame, values, p, results, attrs))
@@ -213,19 +235,26 @@ def _warn(message: str, stacklevel: int) -> None:
         log.warning(message)
 
 
-def _budget_warning(c: Client, needed: int) -> bool:
-    """Warn once when the known budget cannot cover the run; True once it has been judged."""
-    spendable = c.pacing()["spendable"]
-    if spendable is None:
+def _budget_warning(c: Client, needed: int, wait_for_budget: float | None = None) -> bool:
+    """Warn once when the known budget cannot cover the run (the plan line); True once it
+    has been judged."""
+    text = budget_plan(c, needed, wait_for_budget)
+    if text is None and c.budget.remaining is None:
         return False
-    if needed > spendable:
-        _warn(
-            f"the hourly budget allows {spendable} more request(s) before the reserve of "
-            f"{c.budget.kept} kept for production, and this run needs at least {needed}: "
-            "rows beyond that will be skipped (BUDGET_RESERVE)",
-            stacklevel=4,
-        )
+    if text is not None:
+        _warn(text, stacklevel=4)
     return True
+
+
+def budget_plan(client: Client, needed: int, wait_for_budget: float | None = None) -> str | None:
+    """One line, when `needed` requests are more than the hourly budget allows now: what the
+    run needs, what the budget allows, and an estimate of when it would finish at the hourly
+    limit. None when the budget covers it, or is not known yet (no answer has shown it)."""
+    b = client.budget
+    if b.remaining is None or b.limit is None:
+        return None
+    return pacing_plan(needed, limit=b.limit, remaining=b.remaining, kept=b.kept, max_rps=client.max_rps,
+                       wait_for_budget=wait_for_budget)
 
 
 def _announce(outcome: RunResult, report: pd.DataFrame, saved: str | None = None) -> None:

@@ -30,7 +30,7 @@ from .core.pacing import Budget
 from .core.retry import RetryPolicy
 from .core.settle import VERIFY_TRIES, Attempt, first_verdict, invalid_id, is_final, needs_verification, settle
 from .errors import ConfigError
-from .limiter import Clock, Limiter, Refused, Sleep, Tally
+from .limiter import BudgetWait, Clock, Limiter, Refused, Sleep, Tally
 from .transport import ACCEPT_ENCODING, BoundedAdapter, TransportError, Watchdog, exchange
 
 __all__ = ["Client", "Tally"]
@@ -184,9 +184,9 @@ class Client:
         return f"{self.base_url}/query/batch/{path_segment(batch_id)}{suffix}"
 
     def _exchange(self, method: str, url: str, params: dict[str, Any] | None,
-                  stop: threading.Event | None, deadline: float, tally: Tally | None) -> _Sent:
+                  stop: threading.Event | None, deadline: float, tally: Tally | None, *, look: bool = False) -> _Sent:
         """Start when the limiter allows (or raise Refused) and return what came back."""
-        sent_at = self.limiter.acquire(stop, deadline, tally)
+        sent_at = self.limiter.acquire(stop, deadline, tally, look=look)
         answer: Answer | None = None
         error: str | None = None
         try:
@@ -197,18 +197,28 @@ class Client:
             error = str(exc)
         finally:
             self.limiter.answered(sent_at, answer.ratelimit_limit if answer else None,
-                                  answer.ratelimit_remaining if answer else None)
+                                  answer.ratelimit_remaining if answer else None, look=look)
         return _Sent(Attempt(answer, error), sent_at)
+
+    def _look(self, url: str, stop: threading.Event | None, tally: Tally | None) -> float | None:
+        """One GET sent only to read the hourly budget (see `BudgetWait`); its Retry-After, if any."""
+        try:
+            sent = self._exchange("GET", url, None, stop, math.inf, tally, look=True)
+        except Refused:
+            return None
+        a = sent.attempt.answer
+        return a.retry_after if a is not None and a.status == 429 else None
 
     # -- one row ------------------------------------------------------------------------------
     def _request(self, method: str, batch_id: str, stop: threading.Event | None, tally: Tally | None, *,
-                 suffix: str = "", params: dict[str, Any] | None = None,
-                 dry_run: bool = False) -> tuple[Result, Answer | None]:
+                 suffix: str = "", params: dict[str, Any] | None = None, dry_run: bool = False,
+                 budget_wait: BudgetWait | None = None) -> tuple[Result, Answer | None]:
         """Everything one row's request takes: attempts, then verification if needed; the
         facts go to `settle`, which decides the row. Also returns the last answer."""
         started = self.limiter.clock()
         deadline = started + self.policy.row_deadline
-        attempts, gave_up = self._attempts(method, self._url(batch_id, suffix), params, stop, tally, deadline)
+        attempts, gave_up, deadline = self._attempts(method, self._url(batch_id, suffix), params, stop, tally,
+                                                     deadline, budget_wait)
         checks: list[Attempt] = []
         if needs_verification(method, first_verdict(batch_id, method, attempts, gave_up)):
             checks = self._checks(batch_id, stop, tally, deadline)
@@ -217,32 +227,42 @@ class Client:
         return result, (attempts[-1].answer if attempts else None)
 
     def _attempts(self, method: str, url: str, params: dict[str, Any] | None, stop: threading.Event | None,
-                  tally: Tally | None, deadline: float) -> tuple[list[Attempt], str | None]:
-        """Send and retry until a final answer or a reason to give up; returns what happened."""
+                  tally: Tally | None, deadline: float,
+                  budget_wait: BudgetWait | None = None) -> tuple[list[Attempt], str | None, float]:
+        """Send and retry until a final answer or a reason to give up; returns what happened
+        and the row's deadline (moved on by any time spent waiting for the budget)."""
         attempts: list[Attempt] = []
         retry = 0
         while True:
             try:
                 sent = self._exchange(method, url, params, stop, deadline, tally)
             except Refused as r:
-                return attempts, r.reason
+                if r.reason == "reserve" and budget_wait is not None:
+                    began = self.limiter.clock()
+                    back = budget_wait.wait(stop, lambda: self._look(url, stop, tally))
+                    deadline += self.limiter.clock() - began
+                    if back:
+                        continue
+                    if stop is not None and stop.is_set():
+                        return attempts, "stopped", deadline
+                return attempts, r.reason, deadline
             attempts.append(sent.attempt)
             a = sent.attempt.answer
             if a is not None and a.ok:
                 self.limiter.succeeded()
-                return attempts, None
+                return attempts, None, deadline
             if is_final(a):
-                return attempts, None
+                return attempts, None, deadline
             wait = self.policy.wait(retry, a.retry_after if a else None, self._rng)
             if a is not None and a.status == 429:
                 self.limiter.throttled(sent.sent_at, wait, tally)
                 wait = 0.0  # the pacer now holds every worker, this one included
             if retry >= self.policy.max_retries:
-                return attempts, "retries"
+                return attempts, "retries", deadline
             if self.limiter.clock() + wait > deadline:
-                return attempts, "deadline"
+                return attempts, "deadline", deadline
             if not self.limiter.retry_allowed():
-                return attempts, "retry_budget"
+                return attempts, "retry_budget", deadline
             retry += 1
             self.limiter.wait(wait, stop)
 
@@ -267,19 +287,22 @@ class Client:
         return checks
 
     # -- public operations --------------------------------------------------------------------
-    def cancel(self, batch_id: str, *, stop: threading.Event | None = None, tally: Tally | None = None) -> Result:
-        """Cancel one batch (DELETE), retrying as the policy allows; never raises for the API's answer."""
+    def cancel(self, batch_id: str, *, stop: threading.Event | None = None, tally: Tally | None = None,
+               budget_wait: BudgetWait | None = None) -> Result:
+        """Cancel one batch (DELETE), retrying as the policy allows; never raises for the API's answer.
+        With `budget_wait`, a request that would touch the reserve waits for the budget first."""
         c = check_id(batch_id)
         if c.batch_id is None:
             return invalid_id(batch_id, c.problem)
-        return self._request("DELETE", c.batch_id, stop, tally)[0]
+        return self._request("DELETE", c.batch_id, stop, tally, budget_wait=budget_wait)[0]
 
-    def lookup(self, batch_id: str, *, stop: threading.Event | None = None, tally: Tally | None = None) -> Result:
+    def lookup(self, batch_id: str, *, stop: threading.Event | None = None, tally: Tally | None = None,
+               budget_wait: BudgetWait | None = None) -> Result:
         """Read one batch (GET) without changing it; the outcome is what a cancel would do."""
         c = check_id(batch_id)
         if c.batch_id is None:
             return invalid_id(batch_id, c.problem)
-        return self._request("GET", c.batch_id, stop, tally, dry_run=True)[0]
+        return self._request("GET", c.batch_id, stop, tally, dry_run=True, budget_wait=budget_wait)[0]
 
     def query_counts(self, batch_id: str, *, stop: threading.Event | None = None,
                      tally: Tally | None = None) -> dict[str, int] | None:

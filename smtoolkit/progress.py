@@ -21,11 +21,15 @@ class Progress:
     """A bar over `total` items; a no-op when disabled."""
 
     def __init__(self, total: int, *, enabled: bool, desc: str,
-                 facts: Callable[[], dict[str, Any]] | None = None, tqdm_class: type | None = None) -> None:
+                 facts: Callable[[], dict[str, Any]] | None = None, tqdm_class: type | None = None,
+                 waiting: Callable[[], dict[str, float] | None] | None = None) -> None:
         """`facts` returns the run's live facts (client.pacing() and polls) for the postfix;
+        `waiting` says whether the run waits for the hourly budget (`BudgetWait.status`);
         `tqdm_class` defaults to `tqdm.auto.tqdm` (a widget in Jupyter, text elsewhere)."""
         self.counts: Counter[str] = Counter()
         self._facts = facts
+        self._waiting = waiting
+        self._desc = self._shown = desc
         self._last = 0.0
         self._bar: Any = None
         if enabled and total:
@@ -44,6 +48,18 @@ class Progress:
         if now - self._last >= _REFRESH:
             self._last = now
             self._bar.set_postfix_str(self.postfix(), refresh=False)
+            self.tick()
+
+    def tick(self) -> None:
+        """Say in the bar's text whether the run is waiting for the budget, since when, and
+        when it looks next (called while idle, from the thread running the run)."""
+        if self._bar is None or self._waiting is None:
+            return
+        w = self._waiting()
+        text = self._desc if w is None else waiting_text(w, time.time())
+        if text != self._shown:
+            self._shown = text
+            self._bar.set_description_str(text, refresh=True)
 
     def note(self, text: str) -> None:
         if self._bar is not None:
@@ -69,6 +85,8 @@ class Progress:
                 self._bar.set_postfix_str(self.postfix(), refresh=False)
                 self._bar.refresh()
             else:
+                if self._shown != self._desc:
+                    self._bar.set_description_str(self._desc, refresh=False)
                 self._bar.set_postfix_str(self.postfix(), refresh=True)
             self._bar.close()
             if halted and _is_widget(type(self._bar)):
@@ -76,6 +94,16 @@ class Progress:
                 # accounted for, yet it did not finish: say so with the "danger" style.
                 self._bar.disp(bar_style="danger", check_delay=False)
             self._bar = None
+
+
+def waiting_text(status: dict[str, float], now: float) -> str:
+    """'waiting for the hourly budget (reserve reached) since 14:03:10 UTC, next look in 42 s'."""
+    since = time.strftime("%H:%M:%S", time.gmtime(status["since"]))
+    text = f"waiting for the hourly budget (reserve reached) since {since} UTC"
+    nxt = status.get("next_look")
+    if nxt is not None and nxt == nxt:  # not NaN
+        text += f", next look in {max(0, round(nxt - now))} s"
+    return text
 
 
 WIDGET_HINT = ("this is a progress bar widget that this Jupyter cannot draw: it has no widget front-end. "

@@ -24,7 +24,7 @@ from .errors import JournalError
 
 if TYPE_CHECKING:
     from .client import Client
-    from .limiter import Tally
+    from .limiter import BudgetWait, Tally
 
 Operation = Callable[[str, threading.Event], Result]
 Sink = Callable[[Result], None]
@@ -118,6 +118,7 @@ def run(
     on_result: Sink | Sequence[Sink] = (),
     stop_on_auth_error: bool = True,
     grace: float = INTERRUPT_GRACE,
+    on_idle: Callable[[], None] | None = None,
 ) -> RunResult:
     """Apply `operation` to each ID (each once); a result for every ID. Never raises (but
     for BaseExceptions other than KeyboardInterrupt, which are not the run's to own).
@@ -126,7 +127,9 @@ def run(
     arrive. A sink that raises is not called again and halts the run (`Halt.ERROR`), as does
     an operation that raises: sending stops at once, requests in flight get up to `grace`
     seconds, and IDs never sent are `skipped` with a code naming the cause. On
-    KeyboardInterrupt the same happens with `INTERRUPTED`.
+    KeyboardInterrupt the same happens with `INTERRUPTED`. `on_idle` is called in this
+    thread about ten times a second while no result arrives (to show a wait, say); like a
+    sink, it halts the run if it raises.
     """
     halted: Halt | None = None
     cause: BaseException | None = None
@@ -241,6 +244,12 @@ def run(
                 timeout = 0.1 if deadline is None else max(0.001, deadline - time.monotonic())
                 batch_id, item = out.get(timeout=timeout)
             except queue.Empty:
+                if on_idle is not None and deadline is None:
+                    try:
+                        on_idle()
+                    except Exception as exc:  # noqa: BLE001 - as for a sink
+                        on_idle = None
+                        halt(Halt.ERROR, exc)
                 continue
             if item is None or batch_id is None:
                 alive -= 1
@@ -269,13 +278,14 @@ class CancelAndWait:
     """The operation of a cancel run: cancel, then (with `wait`) poll GET until the batch
     reads STOPPED or the time is up. Polls go through the same limiter and tally."""
 
-    def __init__(self, client: Client, wait: float | None, tally: Tally | None = None) -> None:
-        self.client, self.wait, self.tally = client, wait, tally
+    def __init__(self, client: Client, wait: float | None, tally: Tally | None = None,
+                 budget_wait: BudgetWait | None = None) -> None:
+        self.client, self.wait, self.tally, self.budget_wait = client, wait, tally, budget_wait
         self.polls = 0
         self._lock = threading.Lock()
 
     def __call__(self, batch_id: str, stop: threading.Event) -> Result:
-        r = self.client.cancel(batch_id, stop=stop, tally=self.tally)
+        r = self.client.cancel(batch_id, stop=stop, tally=self.tally, budget_wait=self.budget_wait)
         if not self.wait or r.outcome is not Outcome.STOPPING:
             return r
         deadline = time.monotonic() + self.wait

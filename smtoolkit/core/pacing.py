@@ -154,10 +154,20 @@ class Budget:
             return self.reserve
         return math.ceil(self.limit * 0.10) if self.limit else 0
 
-    def observe(self, limit: int | None, remaining: int | None, in_flight: int, sent_at: float | None = None) -> None:
-        """Take in one answer's headers; `in_flight` excludes the answered request."""
+    def observe(self, limit: int | None, remaining: int | None, in_flight: int, sent_at: float | None = None,
+                *, look: bool = False) -> None:
+        """Take in one answer's headers; `in_flight` excludes the answered request.
+
+        A `look` (a request sent only to read the budget while the run waits for it) is the
+        newest reading there is: its count is taken as it is, even a small rise (a rolling
+        window gives the budget back a little at a time)."""
         if limit is not None:
             self.limit = limit
+        if look and remaining is not None and sent_at is not None and (self._read_at is None or sent_at > self._read_at):
+            self.remaining = max(0, remaining - sum(1 for t in self._unread if t > sent_at))
+            self._window_from = self._read_at = sent_at
+            self._unread = [t for t in self._unread if t > sent_at]
+            return
         if remaining is None:
             # An answer without the header (a gateway page, say) may still have been counted:
             # assume it was, or a run of such answers would spend past the reserve unseen.
@@ -195,3 +205,41 @@ class Budget:
         if self.remaining is None:
             return None
         return max(0, self.remaining - in_flight - self.kept)
+
+
+HOUR = 3600.0
+
+
+def budget_plan(needed: int, *, limit: int, remaining: int, kept: int, max_rps: float,
+                wait_for_budget: float | None) -> str | None:
+    """One line about a run that needs more requests than the budget allows now, or None.
+
+    The finish time is an estimate: the API documents an hourly budget but not when its
+    window turns over, and production may spend from the same key meanwhile.
+    """
+    spendable = max(0, remaining - kept)
+    if needed <= spendable:
+        return None
+    per_hour = limit - kept
+    head = (f"this run needs at least {needed:,} request(s); the hourly budget allows {spendable:,} now "
+            f"({remaining:,} left of {limit:,}, {kept:,} kept for production)")
+    if per_hour <= 0:
+        return head + ": the reserve is the whole budget, so nothing more can be sent; lower reserve="
+    seconds = max(needed / max_rps, (needed - spendable) / per_hour * HOUR)
+    estimate = (f"estimate: about {_duration(seconds)} at {per_hour:,} requests an hour, if the budget refills "
+                "at its hourly limit and nothing else spends the key")
+    if wait_for_budget is None or wait_for_budget <= 0:
+        return f"{head}; rows beyond that are skipped (BUDGET_RESERVE) unless the run waits for the budget ({estimate})"
+    tail = f"waiting up to {_duration(wait_for_budget)} for the budget as asked ({estimate})"
+    if seconds > wait_for_budget + needed / max_rps:
+        tail += "; the wait limit is shorter, so the last rows may be skipped (BUDGET_RESERVE)"
+    return f"{head}; {tail}"
+
+
+def _duration(seconds: float) -> str:
+    """'2 h 05 min', '12 min', '40 s'."""
+    s = max(0, round(seconds))
+    if s < 60:
+        return f"{s} s"
+    h, m = divmod(round(s / 60), 60)
+    return f"{h} h {m:02d} min" if h else f"{m} min"

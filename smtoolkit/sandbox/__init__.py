@@ -38,7 +38,10 @@ class Sandbox:
         host, port: where to listen; port 0 picks a free port.
         hourly_limit: budget per key and window (`X-RateLimit-Limit`).
         per_second: admitted requests per key in any sliding one-second window.
-        window_seconds: length of the budget window (an hour, unless a test wants less).
+        budget_window: length of the budget window in seconds (an hour; a test or a demo can
+            play a long day in seconds).
+        budget_mode: "fixed" (the whole budget returns when the window turns over) or
+            "rolling" (each request is given back `budget_window` seconds after it was made).
         tick: seconds per step of automatic progression, or None: batches move only when
             told (`advance`, `set_status`).
         stop_delay: seconds from an accepted cancel until the batch reads STOPPED.
@@ -58,7 +61,8 @@ class Sandbox:
         port: int = 0,
         hourly_limit: int = 5000,
         per_second: int = 20,
-        window_seconds: float = 3600.0,
+        budget_window: float = 3600.0,
+        budget_mode: str = "fixed",
         tick: float | None = None,
         stop_delay: float = 0.0,
         failure_rate: float = 0.1,
@@ -71,13 +75,15 @@ class Sandbox:
             raise ValueError(f"refusing to listen on {host!r}: pass allow_remote=True to leave loopback")
         if hourly_limit < 1 or per_second < 1:
             raise ValueError("hourly_limit and per_second must be at least 1")
+        if not budget_window > 0:
+            raise ValueError(f"budget_window must be a number of seconds > 0, not {budget_window!r}")
         self.api_key = api_key or "sbx_" + secrets.token_urlsafe(18)
         self._host, self._port = host, port
         self._closing = threading.Event()
         self._server: Server | None = None
         self._thread: threading.Thread | None = None
         self.store = Store(Progression(tick, stop_delay, failure_rate), seed, time.time, time.monotonic)
-        self.limits = RateLimits(hourly_limit, per_second, window_seconds, time.monotonic)
+        self.limits = RateLimits(hourly_limit, per_second, budget_window, time.monotonic, budget_mode)
         self.app = App(self.store, self.limits, faults or Faults(), {self.api_key, *extra_keys},
                        seed, already_stopped, lambda: self.url)
 
@@ -183,13 +189,12 @@ class Sandbox:
         return self.app.faults
 
     def set_limits(self, *, per_second: int | None = None, hourly_limit: int | None = None,
-                   window_seconds: float | None = None) -> None:
+                   budget_window: float | None = None, budget_mode: str | None = None) -> None:
         if per_second is not None:
             self.limits.per_second = int(per_second)
         if hourly_limit is not None:
             self.limits.hourly_limit = int(hourly_limit)
-        if window_seconds is not None:
-            self.limits.window_seconds = float(window_seconds)
+        self.limits.set_window(budget_window, budget_mode)
 
     def set_progression(self, *, tick: float | None = ..., stop_delay: float | None = None,  # type: ignore[assignment]
                         already_stopped: str | None = None) -> None:
@@ -250,7 +255,8 @@ class Sandbox:
         if route in (("PUT", "/limits"), ("POST", "/limits")):
             self.set_limits(**data)
             return _json(200, {"per_second": self.limits.per_second, "hourly_limit": self.limits.hourly_limit,
-                               "window_seconds": self.limits.window_seconds})
+                               "budget_window": self.limits.budget_window,
+                               "budget_mode": self.limits.budget_mode})
         if route in (("PUT", "/progression"), ("POST", "/progression")):
             self.set_progression(**data)
             return _json(200, {"ok": True})

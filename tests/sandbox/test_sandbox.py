@@ -381,7 +381,7 @@ def test_status_pagination(api: Api, sandbox: Sandbox) -> None:
 
 # -- rate limits ---------------------------------------------------------------------------------
 def test_hourly_budget_counts_down_refuses_then_resets() -> None:
-    with own(hourly_limit=5, window_seconds=1.0) as (sb, api):
+    with own(hourly_limit=5, budget_window=1.0) as (sb, api):
         bid = sb.create_batches(1)[0]
         t0 = time.monotonic()
         remaining = []
@@ -683,7 +683,7 @@ def test_control_api_over_http() -> None:
         assert control(sb, "PUT", "/faults", {"bogus": 1}).status_code == 400
         # Limits.
         limits = control(sb, "PUT", "/limits", {"hourly_limit": 50, "per_second": 7}).json()
-        assert limits == {"per_second": 7, "hourly_limit": 50, "window_seconds": 3600.0}
+        assert limits == {"per_second": 7, "hourly_limit": 50, "budget_window": 3600.0, "budget_mode": "fixed"}
         assert api.get(ids[0]).headers["X-RateLimit-Limit"] == "50"
         assert control(sb, "PUT", "/limits", {"daily": 1}).status_code == 400
         # Progression.
