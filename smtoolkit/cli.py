@@ -7,6 +7,7 @@ and an exit code in `main`, nowhere else.
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
@@ -198,7 +199,8 @@ def _cancel(args: argparse.Namespace) -> int:
     with client:
         report = cancel_batches(ids, column=args.column, client=client, workers=args.workers,
                                 dry_run=args.dry_run, progress=not args.no_progress, wait=args.wait,
-                                journal=args.journal)
+                                journal=args.journal, wait_for_budget=args.wait_for_budget,
+                                budget_check_every=args.budget_check_every)
     return _emit(report, args)
 
 
@@ -231,6 +233,7 @@ def _sandbox(args: argparse.Namespace) -> int:
     try:  # the sandbox shares no code with the client: its refusals are plain ValueErrors
         faults = Faults(latency=args.latency, error_rate=args.error_rate, throttle_rate=args.throttle_rate)
         sb = Sandbox(api_key=args.api_key, host=args.host, port=args.port, hourly_limit=args.hourly_limit,
+                     budget_window=args.budget_window, budget_mode=args.budget_mode,
                      per_second=args.per_second, tick=args.tick or None, stop_delay=args.stop_delay,
                      already_stopped="conflict" if args.conflict else "ok", faults=faults, seed=args.seed,
                      allow_remote=args.allow_remote)
@@ -247,6 +250,8 @@ def _sandbox(args: argparse.Namespace) -> int:
         print(f"API key: {sb.api_key}", flush=True)
         print(f"Batches created: {len(ids)}" + (f" (IDs in {args.ids_out})" if args.ids_out else ""), flush=True)
         print(f"Control API: {sb.url}/_sandbox  (Ctrl-C to stop)", flush=True)
+        print(f"Budget: {args.hourly_limit} requests per {args.budget_window:g} s window ({args.budget_mode}), "
+              f"{args.per_second} per second", flush=True)
         sb.serve_forever()
     except KeyboardInterrupt:
         print("sandbox stopped", file=sys.stderr)
@@ -282,6 +287,18 @@ def _positive(text: str) -> float:
 
 def _non_negative(text: str) -> float:
     return _number(text, lambda v: v >= 0, "0 or more")
+
+
+_DURATION = re.compile(r"(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?(?:(\d+(?:\.\d+)?)s?)?")
+
+
+def _duration(text: str) -> float:
+    """Seconds from '5400', '90s', '90m', '3h' or '1h30m'."""
+    m = _DURATION.fullmatch(text.strip().lower())
+    if not text.strip() or m is None or not any(m.groups()):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a duration: use seconds (5400) or 90s, 90m, 3h, 1h30m")
+    h, mins, secs = (float(g) if g else 0.0 for g in m.groups())
+    return h * 3600 + mins * 60 + secs
 
 
 def _count(text: str) -> int:
@@ -340,6 +357,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true", help="only look the batches up (GET); cancel nothing")
     p.add_argument("--wait", type=_non_negative, default=None, metavar="SECONDS",
                    help="after a cancel, poll until each batch reads STOPPED, up to this long")
+    p.add_argument("--wait-for-budget", type=_duration, default=None, metavar="DURATION",
+                   help="at the budget reserve, wait for the hourly budget to come back instead of skipping "
+                        "the rest, up to this long in total (seconds, or 90m, 3h, 1h30m)")
+    p.add_argument("--budget-check-every", type=_positive, default=60.0, metavar="SECONDS",
+                   help="while waiting for the budget, look (one GET) at most this often (default 60)")
     p.add_argument("-y", "--yes", action="store_true", help="do not ask for confirmation")
     p.add_argument("--ignore-not-found", action="store_true",
                    help="batches that do not exist (not_found) count as fine for the exit code")
@@ -363,6 +385,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ids-out", default=None, metavar="FILE", help="write the created batch IDs to this CSV")
     p.add_argument("--per-second", type=int, default=20, help="per-second limit per key (default 20)")
     p.add_argument("--hourly-limit", type=int, default=5000, help="hourly budget per key (default 5000)")
+    p.add_argument("--budget-window", type=_positive, default=3600.0, metavar="SECONDS",
+                   help="length of the budget window (default 3600; 10 plays an hour in 10 seconds)")
+    p.add_argument("--budget-mode", choices=("fixed", "rolling"), default="fixed",
+                   help="fixed: the whole budget returns when the window turns over; rolling: each request "
+                        "is given back a window after it was made (default fixed)")
     p.add_argument("--tick", type=float, default=0.0, help="seconds per progression step (default: only when told)")
     p.add_argument("--stop-delay", type=float, default=0.0, help="seconds from a cancel until STOPPED (default 0)")
     p.add_argument("--conflict", action="store_true", help="answer 409 to cancelling a STOPPED batch")
