@@ -150,6 +150,7 @@ def serve(p: Plan, out: IO[str] | None = None) -> int:
     """Serve the page until Ctrl-C (or SIGTERM); 0 when stopped that way."""
     stream: IO[str] = out or sys.stdout
     try:
+        from traitlets.config import Config
         from voila.app import Voila
     except ImportError:
         raise ConfigError("smtoolkit panel needs Voilà: pip install 'smtoolkit[browser]'") from None
@@ -200,6 +201,9 @@ def serve(p: Plan, out: IO[str] | None = None) -> int:
     app = PanelServer(config_file_paths=[])  # no voila.py from the folder or the user: nothing weakens this
     try:
         app.initialize([str(nb)])
+        # The login page takes the token only: no "set a password" form, which would write the
+        # server user's Jupyter configuration.
+        app.update_config(Config({"PasswordIdentityProvider": {"allow_password_change": False}}))
         app.open_browser = False
         app.root_dir = str(folder)
         app.token = p.token or ""  # "" means no token (Voilà's way); only allowed on loopback

@@ -1,0 +1,226 @@
+"""The shared page in a real browser: `smtoolkit panel` runs in a child process (the key only in
+its environment) against a sandbox in this process, and headless Chromium visits it as a
+colleague would. What the sandbox answered (`SandboxAnswers`), the audit file, the server's
+processes and its output are the evidence. Screenshots go to test-artifacts/.
+
+Where the key could show, it is looked for: the page's HTML (`page.content()`), what the page
+shows (its text and every input's value: a screenshot renders nothing else; the PNG's bytes are
+checked too), the audit file, and the server's stdout and stderr."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from smtoolkit.sandbox import Sandbox
+from tests.helpers import SandboxAnswers
+from tests.served import ServedPanel, run_panel
+
+ROOT = Path(__file__).parents[2]
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+ARTIFACTS = ROOT / "test-artifacts"
+FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync",
+         "--disable-dev-shm-usage"]
+KEY = "sbx_SHARED-PAGE-SECRET-KEY_0f4b9e27d3"  # distinctive: found anywhere means leaked
+
+pytestmark = [pytest.mark.browser, pytest.mark.skipif(os.name != "posix", reason="Ctrl-C is sent as SIGINT")]
+
+if CHROMIUM is None:
+    pytest.skip("no Chromium on this machine (apt-get install chromium); browser test not run",
+                allow_module_level=True)
+playwright_sync = pytest.importorskip("playwright.sync_api", reason="pip install -e '.[browser]'")
+pytest.importorskip("voila", reason="pip install -e '.[browser]'")
+
+BATCH_INPUT = ".widget-text input[type=text]"
+BUTTON = "button.jupyter-button"
+
+
+@pytest.fixture
+def sandbox_answers() -> Iterator[tuple[Sandbox, SandboxAnswers]]:
+    with Sandbox(api_key=KEY, seed=21) as sb:
+        yield sb, SandboxAnswers(sb)
+
+
+@contextmanager
+def chromium() -> Iterator[Any]:
+    with playwright_sync.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=FLAGS)
+        try:
+            yield browser.new_page(viewport={"width": 1100, "height": 900})
+        finally:
+            browser.close()
+
+
+def audit_lines(path: Path) -> list[dict[str, Any]]:
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").split("\n") if line]
+
+
+def shown(page: Any) -> str:
+    """Everything the page can render: its HTML, its text and the values of its inputs."""
+    values = page.eval_on_selector_all("input, textarea", "els => els.map(e => e.value)")
+    return page.content() + page.inner_text("body") + json.dumps(values)
+
+
+def screenshot(page: Any, name: str) -> Path:
+    ARTIFACTS.mkdir(exist_ok=True)
+    path = ARTIFACTS / name
+    page.screenshot(path=str(path), full_page=True)
+    assert path.stat().st_size > 5_000 and KEY.encode() not in path.read_bytes()
+    return path
+
+
+def wait_for_text(page: Any, selector: str, text: str, timeout: float = 30_000) -> None:
+    page.wait_for_function("([s, t]) => document.querySelector(s)?.innerText.includes(t)", arg=[selector, text],
+                           timeout=timeout)
+
+
+def stop_and_check_output(served: ServedPanel) -> None:
+    """Ctrl-C ends the server cleanly, and the key never went to its stdout or stderr."""
+    code = served.stop()
+    out, err = served.out(), served.err()
+    assert code == 0, err[-3000:]
+    assert "Traceback" not in err and "smtoolkit panel stopped" in err
+    assert KEY not in out and KEY not in err
+
+
+def test_without_the_token_the_page_is_refused_and_no_kernel_starts(
+        sandbox_answers: tuple[Sandbox, SandboxAnswers], tmp_path: Path) -> None:
+    sb, answers = sandbox_answers
+    sb.create_batches(2)
+    served = ServedPanel(tmp_path, key=KEY, base_url=sb.base_url)
+    try:
+        token = served.url.split("?token=")[1]
+        with chromium() as page:
+            for url in (served.base, served.base + "?token=" + "f" * len(token)):
+                page.goto(url, timeout=60_000)
+                assert "/login" in page.url  # sent to the login page, never to the panel
+                assert page.locator("#password_input").count() == 1
+                assert page.locator(".smtk-notice, .widget-text").count() == 0
+            screenshot(page, "share-refused.png")
+            time.sleep(1.0)  # a kernel would have been started by now
+            assert served.kernels() == []
+            assert answers.answers == [] and audit_lines(served.audit) == []
+
+            # The login page takes the token (and offers no "set a password" form).
+            assert page.locator("input[name=new_password]").count() == 0
+            page.fill("#password_input", token)
+            page.click("#login_submit")
+            page.locator(".smtk-notice").wait_for(timeout=90_000)
+            assert len(served.kernels()) == 1
+    finally:
+        stop_and_check_output(served)
+    assert served.kernels() == []
+
+
+def test_with_the_token_look_up_cancel_confirm_works_and_each_action_is_audited(
+        sandbox_answers: tuple[Sandbox, SandboxAnswers], tmp_path: Path) -> None:
+    sb, answers = sandbox_answers
+    target, other = sb.create_batches(2, description="nightly load")
+    served = ServedPanel(tmp_path, key=KEY, base_url=sb.base_url)
+    try:
+        with chromium() as page:
+            page.goto(served.url, timeout=90_000)  # the URL exactly as printed
+            page.locator(".smtk-notice").wait_for(timeout=90_000)
+            notice = page.inner_text(".smtk-notice")
+            assert "API key of the server it runs on" in notice and "never shown" in notice
+            assert "recorded on the server" in notice and "your address (127.0.0.1)" in notice
+            assert page.locator("input[type=password]").count() == 0  # the server's key: nothing to type
+            assert page.locator(BUTTON, has_text="Export history").count() == 0  # no files written for visitors
+
+            batch = page.locator(BATCH_INPUT).first
+            batch.fill(target)
+            batch.press("Enter")
+            wait_for_text(page, ".smtk-card", "RUNNING")
+            assert "would_cancel" in page.inner_text(".smtk-card")
+            page.locator(BUTTON, has_text="Cancel batch").click()
+            wait_for_text(page, "body", "About to cancel")
+            assert not [a for a in answers.answers if a["method"] == "DELETE"]  # nothing sent before confirm
+            assert [line["action"] for line in audit_lines(served.audit)] == ["lookup"]
+            page.locator(BUTTON, has_text="Confirm cancel").click()
+            wait_for_text(page, ".smtk-card", "Cancel: cancelled")
+            assert sb.batch(target)["cancelled"] is True  # type: ignore[index]
+            assert sb.batch(other)["cancelled"] is False  # type: ignore[index]
+            screenshot(page, "share-after-cancel.png")
+            assert KEY not in shown(page)
+    finally:
+        stop_and_check_output(served)
+
+    lines = audit_lines(served.audit)
+    assert [(x["action"], x["batch_id"], x["outcome"]) for x in lines] == [
+        ("lookup", target, "would_cancel"), ("cancel", target, "cancelled")]
+    by_id = answers.by_request_id()  # the request IDs the sandbox itself answered with
+    path = f"/enterprise/v2/query/batch/{target}"
+    assert (by_id[lines[0]["request_id"]]["method"], by_id[lines[0]["request_id"]]["path"]) == ("GET", path)
+    assert (by_id[lines[1]["request_id"]]["method"], by_id[lines[1]["request_id"]]["path"]) == ("DELETE", path)
+    assert [a["method"] for a in answers.answers if a["method"] == "DELETE"] == ["DELETE"]
+    for line in lines:
+        assert line["visitor"] == "127.0.0.1" and line["base_url"] == sb.base_url
+        assert line["at"].endswith("Z") and line["status_code"] in ("RUNNING", "STOPPED")
+    assert KEY not in served.audit.read_text(encoding="utf-8")
+
+
+def test_ask_key_requires_a_key_before_anything_is_sent(
+        sandbox_answers: tuple[Sandbox, SandboxAnswers], tmp_path: Path) -> None:
+    """The server's environment holds the key, yet with --ask-key the page never uses it."""
+    sb, answers = sandbox_answers
+    (target,) = sb.create_batches(1)
+    served = ServedPanel(tmp_path, "--ask-key", key=KEY, base_url=sb.base_url)
+    try:
+        assert "each visitor types their own API key" in served.out()
+        with chromium() as page:
+            page.goto(served.url, timeout=90_000)
+            page.locator(".smtk-notice").wait_for(timeout=90_000)
+            assert "Type your own API key" in page.inner_text(".smtk-notice")
+            key_box = page.locator("input[type=password]")
+            assert key_box.count() == 1
+
+            batch = page.locator(BATCH_INPUT).first
+            batch.fill(target)
+            batch.press("Enter")  # a look-up without a key
+            wait_for_text(page, "body", "no API key")
+            page.locator(BUTTON, has_text="Cancel batch").click()
+            page.locator(BUTTON, has_text="Confirm cancel").click(timeout=5_000, force=True)
+            time.sleep(1.0)
+            assert answers.answers == [] and audit_lines(served.audit) == []  # nothing sent, nothing done
+            screenshot(page, "share-ask-key-refused.png")
+
+            key_box.fill(KEY)
+            page.locator(BUTTON, has_text="Look up").click()
+            wait_for_text(page, ".smtk-card", "RUNNING")
+            page.locator(BUTTON, has_text="Cancel batch").click()
+            page.locator(BUTTON, has_text="Confirm cancel").click()
+            wait_for_text(page, ".smtk-card", "Cancel: cancelled")
+            assert key_box.input_value() == ""  # the key left the page for its kernel, and is not kept
+            screenshot(page, "share-ask-key-after-cancel.png")
+            assert KEY not in shown(page)
+    finally:
+        stop_and_check_output(served)
+    assert sb.batch(target)["cancelled"] is True  # type: ignore[index]
+    lines = audit_lines(served.audit)
+    assert [(x["action"], x["outcome"]) for x in lines] == [("lookup", "would_cancel"), ("cancel", "cancelled")]
+    assert {answers.by_request_id()[x["request_id"]]["method"] for x in lines} == {"GET", "DELETE"}
+    assert KEY not in served.audit.read_text(encoding="utf-8")
+
+
+def test_a_host_other_than_loopback_without_a_token_serves_nothing(tmp_path: Path) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    done = run_panel(tmp_path, "--host", "0.0.0.0", "--port", str(port), "--no-token", key=KEY)
+    assert done.returncode == 2 and "refusing to serve on 0.0.0.0 without a token" in done.stderr
+    assert KEY not in done.stdout + done.stderr
+    with chromium() as page:
+        with pytest.raises(playwright_sync.Error, match="ERR_CONNECTION_REFUSED"):
+            page.goto(f"http://127.0.0.1:{port}/", timeout=10_000)
