@@ -223,6 +223,10 @@ def _status(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
+    if args.long:
+        from .demo import run_long_demo
+
+        return run_long_demo(progress=not args.no_progress)
     return run_demo(out=args.out or DEMO_REPORT, progress=not args.no_progress)
 
 
@@ -375,6 +379,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="start a sandbox, cancel a realistic mix of batches, write a report")
     p.add_argument("--out", metavar="FILE", default=None, help=f"report CSV (default {DEMO_REPORT})")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--long", action="store_true",
+                   help="instead: a long cleanup played in seconds, waiting twice for the hourly budget")
     p.set_defaults(func=_demo)
 
     p = sub.add_parser("sandbox", help="run a local sandbox of the Supermetrics batch API until Ctrl-C")

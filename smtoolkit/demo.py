@@ -59,3 +59,34 @@ def run_demo(out: str | Path, progress: bool = True) -> int:
         return 1
     print("Every row got the expected outcome, and the sandbox agrees with the report.")
     return 0
+
+
+def run_long_demo(progress: bool = True) -> int:
+    """A long cleanup played in seconds: 60 batches on a budget of 25 requests per 3-second
+    "hour" (5 kept for production). The run waits for the budget twice and finishes; 0 when
+    every batch was cancelled without spending the reserve."""
+    import warnings
+
+    from .sandbox import Sandbox
+
+    limit, kept, window = 25, 5, 3.0
+    with Sandbox(seed=2026, hourly_limit=limit, budget_window=window) as sb:
+        ids = sb.create_batches(60, description="stuck load")
+        print(f"Sandbox running at {sb.base_url}: a budget of {limit} requests per {window:g} s 'hour', "
+              f"{kept} kept for production", file=sys.stderr)
+        with Client(api_key=sb.api_key, base_url=sb.base_url, reserve=kept) as client, warnings.catch_warnings():
+            warnings.simplefilter("always")
+            warnings.showwarning = lambda message, *a, **k: print(f"plan: {message}", file=sys.stderr)
+            report = cancel_batches(ids, client=client, progress=progress, wait_for_budget=60,
+                                    budget_check_every=1.0)
+        deletes = [r for r in sb.requests if r["method"] == "DELETE"]
+        truth = sb.batches()
+    a = report.attrs
+    print(summarize(report).to_string())
+    print(f"\nWaited for the budget {a['budget_waits']} time(s), {a['budget_waited_s']:.1f} s in all, "
+          f"with {a['budget_looks']} look(s); {a['requests_sent']} requests in all.")
+    spent_reserve = any(r["remaining"] is not None and r["remaining"] < kept for r in deletes)
+    ok = set(report["outcome"]) == {"cancelled"} and all(truth[i]["cancelled"] for i in ids) and not spent_reserve
+    print("Every batch cancelled, and no cancel touched the reserve." if ok
+          else "Something went wrong: see the report above.")
+    return 0 if ok else 1

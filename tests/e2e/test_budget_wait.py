@@ -191,3 +191,15 @@ def test_cli_sandbox_plays_a_short_rolling_window() -> None:
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+def test_the_long_demo_waits_twice_and_finishes() -> None:
+    import subprocess
+    import sys
+
+    p = subprocess.run([sys.executable, "-m", "smtoolkit", "demo", "--long", "--no-progress"],
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert "Every batch cancelled, and no cancel touched the reserve." in p.stdout
+    waits = int(p.stdout.split("Waited for the budget ")[1].split(" time")[0])
+    assert waits >= 2 and "plan: this run needs at least" in p.stderr
