@@ -201,12 +201,15 @@ class Client:
         return _Sent(Attempt(answer, error), sent_at)
 
     def _look(self, url: str, stop: threading.Event | None, tally: Tally | None) -> float | None:
-        """One GET sent only to read the hourly budget (see `BudgetWait`); its Retry-After, if any."""
+        """One GET sent only to read the hourly budget (see `BudgetWait`); its Retry-After, if
+        any. A look refused as unauthorized/forbidden raises `_KeyRefused`: waiting is over."""
         try:
             sent = self._exchange("GET", url, None, stop, math.inf, tally, look=True)
         except Refused:
             return None
         a = sent.attempt.answer
+        if a is not None and a.status in (401, 403):
+            raise _KeyRefused(sent.attempt)
         return a.retry_after if a is not None and a.status == 429 else None
 
     # -- one row ------------------------------------------------------------------------------
@@ -239,7 +242,11 @@ class Client:
             except Refused as r:
                 if r.reason == "reserve" and budget_wait is not None:
                     began = self.limiter.clock()
-                    back = budget_wait.wait(stop, lambda: self._look(url, stop, tally))
+                    try:
+                        back = budget_wait.wait(stop, lambda: self._look(url, stop, tally))
+                    except _KeyRefused as refused:  # the key was revoked while waiting: that is the row's answer
+                        attempts.append(refused.attempt)
+                        return attempts, None, deadline
                     deadline += self.limiter.clock() - began
                     if back:
                         continue
@@ -315,6 +322,14 @@ class Client:
         return query_counts_in(answer.meta) if answer is not None and r.http_status == 200 else None
 
     query_progress = query_counts  # the name used before 0.2
+
+
+class _KeyRefused(Exception):
+    """A look was answered 401/403: the row's story ends with that answer."""
+
+    def __init__(self, attempt: Attempt) -> None:
+        super().__init__("unauthorized")
+        self.attempt = attempt
 
 
 def _setting(name: str, value: object, what: str, ok: Callable[[float], bool], whole: bool = False) -> None:

@@ -190,7 +190,8 @@ class BudgetWait:
     def wait(self, stop: threading.Event | None, look: Callable[[], float | None]) -> bool:
         """Block until the budget is back (True), or the limit passed or the run stopped (False).
 
-        `look()` sends one look and returns the answer's Retry-After, if any.
+        `look()` sends one look and returns the answer's Retry-After, if any; whatever it
+        raises (a look refused as unauthorized, say) ends this wait and reaches the caller.
         """
         with self._cond:
             if self._expired:
@@ -213,8 +214,6 @@ class BudgetWait:
                 self.waited += max(0.0, self.limiter.clock() - began)
                 self._waiting, self._back = False, back
                 self.since = self.next_look = None
-                if not back and not (stop is not None and stop.is_set()):
-                    self._expired = True  # the wait limit passed: no more waiting in this run
                 self._cond.notify_all()
         return back
 
@@ -229,6 +228,8 @@ class BudgetWait:
             if at > end:  # no look fits in what is left of the wait: wait it out, then give up
                 self.next_look = None
                 self.limiter.wait(end - clock(), stop)
+                if not (stop is not None and stop.is_set()):
+                    self._expired = True  # the wait limit passed: no more waiting in this run
                 return False
             self.next_look = time.time() + (at - clock())
             self.limiter.wait(at - clock(), stop)

@@ -203,3 +203,19 @@ def test_the_long_demo_waits_twice_and_finishes() -> None:
     assert "Every batch cancelled, and no cancel touched the reserve." in p.stdout
     waits = int(p.stdout.split("Waited for the budget ")[1].split(" time")[0])
     assert waits >= 2 and "plan: this run needs at least" in p.stderr
+
+
+def test_a_key_revoked_while_waiting_ends_the_wait_and_the_run() -> None:
+    with _sandbox("fixed", window=300.0) as sb:
+        ids = sb.create_batches(25)
+        threading.Timer(1.0, sb.revoke_key, args=(sb.api_key,)).start()
+        t0 = time.monotonic()
+        report, messages = _cancel(sb, ids, wait_for_budget=3600, budget_check_every=EVERY)
+        took = time.monotonic() - t0
+        log = sb.requests
+    assert report.attrs["stopped"] == "auth" and took < 10  # not the hour it could wait
+    counts = report["outcome"].value_counts().to_dict()
+    assert counts["cancelled"] == LIMIT - KEPT and counts.get("unauthorized", 0) >= 1
+    assert set(report.loc[report.outcome == "skipped", "error_code"]) <= {"SKIPPED_AUTH_FAILED"}
+    looks = [r for r in log if r["method"] == "GET"]
+    assert looks and looks[-1]["status"] == 401 and len(log) == report.attrs["requests_sent"]
