@@ -163,3 +163,23 @@ def test_the_plan_says_what_is_needed_what_is_allowed_and_an_estimate() -> None:
 def test_a_reserve_that_is_the_whole_budget_is_said_plainly() -> None:
     text = budget_plan(10, limit=100, remaining=100, kept=100, max_rps=20, wait_for_budget=60)
     assert text is not None and "nothing more can be sent" in text
+
+
+def test_the_widget_bar_says_it_is_waiting_and_then_what_it_did(capsys: pytest.CaptureFixture[str]) -> None:
+    from tqdm.notebook import tqdm as notebook_tqdm
+
+    from smtoolkit.core.outcomes import Outcome, Result
+    from smtoolkit.progress import Progress
+
+    status: dict[str, float] | None = {"since": 0.0, "next_look": float("nan")}
+    bar = Progress(2, enabled=True, desc="cancelling", tqdm_class=notebook_tqdm, waiting=lambda: status)
+    label = bar._bar.container.children[0]
+    bar.tick()
+    assert "waiting for the hourly budget" in label.value.replace("\u2007", " ")
+    status = None
+    bar.update(Result("a", Outcome.CANCELLED))
+    bar.tick()
+    assert "waiting" not in label.value and "cancelling" in label.value
+    bar.update(Result("b", Outcome.CANCELLED))
+    bar.close()
+    capsys.readouterr()
