@@ -815,3 +815,32 @@ def _is_outside(name: str) -> bool:
 def test_isolation_check_catches_offenders() -> None:
     assert _is_outside("smtoolkit") and _is_outside("smtoolkit.client")
     assert not _is_outside("smtoolkit.sandbox._app") and not _is_outside("smtoolkitx")
+
+
+def test_the_budget_window_and_mode_are_checked_over_the_control_api() -> None:
+    import requests
+
+    with Sandbox() as sb:
+        for bad in ({"budget_mode": "weird"}, {"budget_window": -1}, {"budget_window": 0}):
+            r = requests.post(sb.url + "/_sandbox/limits", json=bad, timeout=5)
+            assert r.status_code == 400, bad
+        r = requests.post(sb.url + "/_sandbox/limits", json={"budget_mode": "rolling", "budget_window": 5}, timeout=5)
+        assert r.json()["budget_mode"] == "rolling" and r.json()["budget_window"] == 5.0
+    with pytest.raises(ValueError, match="budget_mode"):
+        Sandbox(budget_mode="hourly")
+    with pytest.raises(ValueError, match="budget_window"):
+        Sandbox(budget_window=0)
+
+
+def test_a_rolling_window_gives_each_request_back_a_window_later() -> None:
+    import time
+
+    with Sandbox(hourly_limit=3, budget_window=0.6, budget_mode="rolling") as sb:
+        first = sb.limits.admit(sb.api_key)
+        time.sleep(0.3)
+        sb.limits.admit(sb.api_key)
+        third = sb.limits.admit(sb.api_key)
+        refused = sb.limits.admit(sb.api_key)
+        assert (first.remaining, third.remaining, refused.admitted, refused.reason) == (2, 0, False, "hourly")
+        time.sleep(0.35)  # the first request is a window old: one comes back, not three
+        assert sb.limits.peek(sb.api_key) == (3, 1)
