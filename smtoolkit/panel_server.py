@@ -50,6 +50,7 @@ from .errors import ConfigError, MissingKeyError
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8866  # Voilà's
+KERNEL_IDLE = 600  # seconds before a kernel without a page is shut down (and, with --ask-key, its key)
 MIN_TOKEN_LENGTH = 16  # shorter tokens can be guessed: jupyter_server does not slow down guessing
 NOTEBOOK = "smtoolkit-panel.ipynb"
 _TOKEN_CHARS = re.compile(r"[A-Za-z0-9._~-]+")  # goes in ?token= as it is
@@ -165,6 +166,9 @@ def serve(p: Plan, out: IO[str] | None = None) -> int:
 
     def prelaunch(handler: Any, notebook: Any, cwd: str) -> Any:
         notebook.cells[0].source = page_source(visitor_of(handler.request.remote_ip))
+        # Set the XSRF cookie: the page reads it to shut its kernel down when it is closed, a
+        # request jupyter_server refuses without it once the visitor got in with the token.
+        handler.xsrf_token  # noqa: B018 - reading it sets the cookie
         return notebook
 
     def log_request(handler: Any) -> None:
@@ -203,7 +207,11 @@ def serve(p: Plan, out: IO[str] | None = None) -> int:
         app.initialize([str(nb)])
         # The login page takes the token only: no "set a password" form, which would write the
         # server user's Jupyter configuration.
-        app.update_config(Config({"PasswordIdentityProvider": {"allow_password_change": False}}))
+        app.update_config(Config({"PasswordIdentityProvider": {"allow_password_change": False},
+                                  # A kernel nobody is connected to any more (a browser that
+                                  # crashed instead of closing the page) ends after KERNEL_IDLE.
+                                  "MappingKernelManager": {"cull_idle_timeout": KERNEL_IDLE,
+                                                           "cull_interval": 60, "cull_connected": False}}))
         app.open_browser = False
         app.root_dir = str(folder)
         app.token = p.token or ""  # "" means no token (Voilà's way); only allowed on loopback

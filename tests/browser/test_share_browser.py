@@ -205,6 +205,14 @@ def test_ask_key_requires_a_key_before_anything_is_sent(
             assert key_box.input_value() == ""  # the key left the page for its kernel, and is not kept
             screenshot(page, "share-ask-key-after-cancel.png")
             assert KEY not in shown(page)
+
+            # Leaving the page ends its kernel, and with it the key typed there.
+            assert len(served.kernels()) == 1
+            page.goto("about:blank")
+            deadline = time.monotonic() + 20
+            while served.kernels() and time.monotonic() < deadline:
+                time.sleep(0.2)
+            assert served.kernels() == []
     finally:
         stop_and_check_output(served)
     assert sb.batch(target)["cancelled"] is True  # type: ignore[index]

@@ -128,3 +128,15 @@ def test_a_token_from_the_environment_works_and_is_never_printed(keyed_sandbox: 
     finally:
         assert served.stop() == 0
     assert token not in served.out() + served.err()
+
+
+def test_a_port_in_use_is_refused_with_exit_2(keyed_sandbox: Sandbox, tmp_path: Path) -> None:
+    pytest.importorskip("voila", reason="pip install -e '.[browser]'")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = run_panel(tmp_path, "--port", str(port), key=KEY, base_url=keyed_sandbox.base_url)
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert f"cannot listen on 127.0.0.1:{port}" in done.stderr and "Traceback" not in done.stderr
+    assert done.stdout == "" and KEY not in done.stderr
