@@ -178,7 +178,7 @@ def serve(p: Plan, out: IO[str] | None = None) -> int:
         logging.getLogger("smtoolkit.panel").log(level, "%d %s %s (%s) %.1fms", status, r.method, r.path,
                                                  r.remote_ip, 1000 * r.request_time())
 
-    class PanelServer(Voila):  # type: ignore[misc]
+    class SmtoolkitPanel(Voila):  # type: ignore[misc]  # (its name prefixes Voila's log lines)
         """Voilà, listening where the plan says (port 0 included) and stopping on a signal."""
 
         def listen(self) -> None:
@@ -202,7 +202,7 @@ def serve(p: Plan, out: IO[str] | None = None) -> int:
     log = logging.getLogger("smtoolkit.panel")
     log.addHandler(_stderr_handler())
     log.propagate = False
-    app = PanelServer(config_file_paths=[])  # no voila.py from the folder or the user: nothing weakens this
+    app = SmtoolkitPanel(config_file_paths=[])  # no voila.py from the folder or the user: nothing weakens this
     try:
         app.initialize([str(nb)])
         # The login page takes the token only: no "set a password" form, which would write the
@@ -256,8 +256,9 @@ def _stop_on_signals(ioloop: Any) -> None:
         except (NotImplementedError, RuntimeError, ValueError):
             signal.signal(sig, lambda *_: loop.call_soon_threadsafe(ioloop.stop))  # Windows
     if os.name == "nt":  # a select() on Windows is not woken by Ctrl-C: wake it now and then
-        tornado_ioloop = sys.modules["tornado.ioloop"]
-        tornado_ioloop.PeriodicCallback(lambda: None, 500).start()
+        from tornado.ioloop import PeriodicCallback
+
+        PeriodicCallback(lambda: None, 500).start()
 
 
 def _stderr_handler() -> logging.Handler:
