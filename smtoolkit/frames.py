@@ -7,10 +7,13 @@ import os
 import secrets
 import stat
 from collections.abc import Iterable, Mapping, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
+from itertools import compress, repeat
+from operator import attrgetter, is_
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
+import numpy as np
 import pandas as pd
 
 from .core import outcomes as oc
@@ -65,38 +68,104 @@ def extract(batches: Any, column: str) -> tuple[pd.DataFrame, list[Any]]:
 
 def build_report(frame: pd.DataFrame, values: Sequence[Any], plan: Plan,
                  results: Mapping[str, Result], attrs: Mapping[str, Any]) -> pd.DataFrame:
-    """One row per input row, in input order, input columns kept, result columns added."""
-    cols: dict[str, list[Any]] = {name: [] for name in REPORT_COLUMNS}
-    labels = list(frame.index)
-    for i, batch_id in enumerate(plan.ids):
-        if batch_id is None:
-            raw = values[i]
-            r = Result(raw.strip() if isinstance(raw, str) else None, Outcome.INVALID_ID,
-                       error_code=oc.INVALID_BATCH_ID, error_message=plan.problems.get(i))
-        elif i in plan.duplicates:
-            r = Result(batch_id, Outcome.DUPLICATE, error_code=oc.DUPLICATE_BATCH_ID,
-                       error_message=f"same batch ID as input row {labels[plan.duplicates[i]]!r}; sent once")
-        else:
-            r = results[batch_id]
-        for name in REPORT_COLUMNS:
-            value = getattr(r, name)
-            cols[name].append(value.value if isinstance(value, Outcome) else value)
+    """One row per input row, in input order, input columns kept, result columns added.
+
+    Little Python per row: each column is taken from the rows' results in one step and typed
+    by pandas (see `_typed`); duplicate rows share one result, their own ID and message
+    are filled in afterwards."""
+    rows, duplicates = _row_results(values, plan, results)
+    own = _duplicate_fields(frame, plan, duplicates)
     report = frame.drop(columns=[c for c in REPORT_COLUMNS if c in frame.columns and c != "batch_id"])
     for name in REPORT_COLUMNS:
-        report[name] = _typed(cols[name], DTYPES[name], frame.index)
+        column = list(map(attrgetter(name), rows))
+        if name in own:
+            for i, value in zip(duplicates, own[name], strict=True):
+                column[i] = value
+        report[name] = _typed(column, DTYPES[name], frame.index)
     report.attrs.update(attrs)
     return report
+
+
+def _row_results(values: Sequence[Any], plan: Plan, results: Mapping[str, Result]) -> tuple[list[Result], list[int]]:
+    """(the result of each input row, the positions of duplicate rows). A sent ID's row has
+    its result (KeyError when there is none), an invalid row a local one, and duplicate rows
+    share one DUPLICATE result whose batch_id and error_message are per row (`_duplicate_fields`)."""
+    ids = plan.ids
+    rows: list[Result | None] = list(map(results.get, cast(list[str], ids)))  # None for an invalid row
+    duplicates = [i for i in plan.duplicates if ids[i] is not None]
+    shared = Result(None, Outcome.DUPLICATE, error_code=oc.DUPLICATE_BATCH_ID)
+    for i in duplicates:
+        rows[i] = shared
+    for i in [i for i, batch_id in enumerate(ids) if batch_id is None]:
+        raw = values[i]
+        rows[i] = Result(raw.strip() if isinstance(raw, str) else None, Outcome.INVALID_ID,
+                         error_code=oc.INVALID_BATCH_ID, error_message=plan.problems.get(i))
+    for i in compress(range(len(rows)), map(is_, rows, repeat(None))):
+        raise KeyError(ids[i])
+    return rows, duplicates  # type: ignore[return-value]
+
+
+def _duplicate_fields(frame: pd.DataFrame, plan: Plan, duplicates: list[int]) -> dict[str, list[Any]]:
+    """The batch_id and error_message of each duplicate row (in `duplicates` order)."""
+    if not duplicates:
+        return {}
+    labels = list(frame.index)
+    said: dict[int, str] = {}  # one message per earlier row, shared by its repeats
+    messages = []
+    for i in duplicates:
+        earlier = plan.duplicates[i]
+        text = said.get(earlier)
+        if text is None:
+            text = said[earlier] = f"same batch ID as input row {labels[earlier]!r}; sent once"
+        messages.append(text)
+    return {"batch_id": [plan.ids[i] for i in duplicates], "error_message": messages}
 
 
 _INT64 = (-(2**63), 2**63 - 1)
 # What datetime64[ns] can hold (1677-09-21 to 2262-04-11), with a day to spare.
 _NS_RANGE = (datetime(1677, 9, 22), datetime(2262, 4, 10))
+# UTC times this far inside _NS_RANGE are inside it in any time zone (offsets are under a day).
+_SAFE_UTC = (pd.Timestamp(_NS_RANGE[0] + timedelta(days=1), tz="UTC"),
+             pd.Timestamp(_NS_RANGE[1] - timedelta(days=1), tz="UTC"))
+_NONE = type(None)
+_OUTCOME_TEXT: dict[Any, str] = {o: o.value for o in Outcome}
 
 
 def _typed(values: list[Any], dtype: str, index: pd.Index) -> pd.Series:
     """A column of `dtype`; a value that does not fit (an int beyond Int64, a date beyond
     pandas' nanosecond range, an object where text belongs) becomes missing or text, so
-    building a report never fails because of what a server or a journal held."""
+    building a report never fails because of what a server or a journal held.
+
+    Columns of plain values (text, ints, floats, datetimes in range, None) are built by
+    pandas in one step; anything else goes value by value (`_typed_exact`), with the same result."""
+    fast = _typed_plain(values, dtype, index)
+    return fast if fast is not None else _typed_exact(values, dtype, index)
+
+
+def _typed_plain(values: list[Any], dtype: str, index: pd.Index) -> pd.Series | None:
+    """`_typed` for a column of plain values, or None when a value needs `_typed_exact`."""
+    kinds = set(map(type, values))
+    try:
+        if dtype == "string" and kinds <= {str, _NONE, Outcome}:
+            if Outcome in kinds:
+                values = list(map(_OUTCOME_TEXT.get, values, values))
+            return pd.Series(values, index=index, dtype=dtype)
+        if (dtype == "Int64" and kinds <= {int, _NONE}) or (dtype == "int64" and kinds <= {int}):
+            return pd.Series(values, index=index, dtype=dtype)  # OverflowError beyond int64
+        if dtype == "float64" and kinds <= {float}:
+            return pd.Series(values, index=index, dtype=dtype)
+        if dtype.startswith("datetime64") and kinds <= {datetime, _NONE}:
+            times = pd.to_datetime(pd.Series(values, dtype=object), utc=True)
+            if times.notna().any() and not (_SAFE_UTC[0] < times.min() and times.max() < _SAFE_UTC[1]):
+                return None  # near or beyond the range: decided value by value
+            return pd.Series(times.array, index=index).astype(dtype)  # type: ignore[call-overload]
+    except (OverflowError, ValueError, TypeError):  # out of bounds: decided value by value
+        return None
+    return None
+
+
+def _typed_exact(values: list[Any], dtype: str, index: pd.Index) -> pd.Series:
+    """`_typed`, deciding value by value (the reference for `_typed_plain`)."""
     if dtype.startswith("datetime64"):
         kept = [v if isinstance(v, datetime) and _NS_RANGE[0] < v.replace(tzinfo=None) < _NS_RANGE[1] else None
                 for v in values]
@@ -201,15 +270,13 @@ def export_csv(report: pd.DataFrame, path: str | os.PathLike[str], *, excel: boo
     parent = target.parent if str(target.parent) else Path(".")
     if not parent.is_dir():
         raise InputError(f"cannot write {str(target)!r}: the directory {str(parent)!r} does not exist")
-    time_format = "%Y-%m-%d %H:%M:%S" if excel else "%Y-%m-%dT%H:%M:%S.%fZ"
     columns = []
     for i in range(report.shape[1]):  # by position: an input frame may repeat a column name
         col = report.iloc[:, i]
         if isinstance(col.dtype, pd.DatetimeTZDtype) or pd.api.types.is_datetime64_any_dtype(col.dtype):
-            utc = col.dt.tz_convert("UTC") if isinstance(col.dtype, pd.DatetimeTZDtype) else col.dt.tz_localize("UTC")
-            col = utc.dt.strftime(time_format).astype("object").where(col.notna(), None)
+            col = _times_as_text(col, excel)
         elif col.dtype == object or pd.api.types.is_string_dtype(col.dtype):
-            col = col.map(_safe_cell, na_action="ignore")
+            col = _formulas_quoted(col)
         columns.append(col.reset_index(drop=True))
     out = pd.concat(columns, axis=1, ignore_index=True) if columns else pd.DataFrame(index=range(len(report)))
     out.columns = [_safe_cell(str(c)) for c in report.columns]
@@ -233,6 +300,40 @@ def export_csv(report: pd.DataFrame, path: str | os.PathLike[str], *, excel: boo
             pass
         raise InputError(f"cannot write {str(target)!r}: {exc.strerror or exc}") from None
     return target
+
+
+# Where numpy's ISO text and strftime's agree (four-digit years; numpy floors sub-seconds as
+# strftime does): inside this, times are written by numpy in one step.
+_ISO_YEARS = (np.datetime64("1678-01-01"), np.datetime64("2262-01-01"))
+
+
+def _times_as_text(col: pd.Series, excel: bool) -> pd.Series:
+    """A datetime column as export_csv writes it: UTC text (ISO 8601 with microseconds and Z,
+    or Excel's `YYYY-MM-DD HH:MM:SS`), None where missing."""
+    utc = col.dt.tz_convert("UTC") if isinstance(col.dtype, pd.DatetimeTZDtype) else col.dt.tz_localize("UTC")
+    values = utc.dt.tz_localize(None).to_numpy()
+    present = values[~np.isnat(values)]
+    if present.size and not (_ISO_YEARS[0] <= present.min() and present.max() < _ISO_YEARS[1]):
+        time_format = "%Y-%m-%d %H:%M:%S" if excel else "%Y-%m-%dT%H:%M:%S.%fZ"
+        return utc.dt.strftime(time_format).astype("object").where(col.notna(), None)
+    iso = np.datetime_as_string(values, unit="s" if excel else "us").tolist()
+    text = [t.replace("T", " ") for t in iso] if excel else [t + "Z" for t in iso]
+    return pd.Series(text, index=col.index, dtype=object).where(col.notna(), None)
+
+
+def _formulas_quoted(col: pd.Series) -> pd.Series:
+    """A text column with each cell a spreadsheet would run as a formula prefixed by '
+    (`_safe_cell`): one pass in C over a column of text; value by value over other objects."""
+    text = col.to_numpy(dtype=object, na_value="")
+    try:
+        hits = list(compress(range(len(text)), map(str.startswith, text, repeat(_FORMULA_START))))
+    except TypeError:  # not all text
+        return col.map(_safe_cell, na_action="ignore")
+    if not hits:
+        return col
+    col = col.copy()
+    col.iloc[hits] = ["'" + text[i] for i in hits]
+    return col
 
 
 def _safe_cell(value: Any) -> Any:

@@ -108,10 +108,11 @@ def plan(values: Iterable[object]) -> Plan:
     duplicates: dict[int, int] = {}
     seen: dict[str, int] = {}
     unique: list[str] = []
-    safe, dots, strip = _SAFE.fullmatch, _DOTS.fullmatch, _STRIP
+    safe, strip = _SAFE.fullmatch, _STRIP
     for i, value in enumerate(values):
-        # Fast path for the common case: clean text IDs.
-        if type(value) is str and safe(text := value.strip(strip)) is not None and dots(text) is None:
+        # Fast path for the common case: clean text IDs (not dots alone: something is left
+        # once the dots are stripped, which is what _DOTS says, at a quarter of its cost).
+        if type(value) is str and safe(text := value.strip(strip)) is not None and text.strip("."):
             batch_id = text
         else:
             c = check_id(value)
