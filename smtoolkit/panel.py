@@ -66,6 +66,9 @@ class CancelPanel(widgets.VBox):
                 self.key_input = widgets.Password(description="API key", placeholder="not echoed anywhere")
                 self.key_input.observe(self._on_key_change, names="value")
         self._lock = threading.Lock()
+        # Jupyter may deliver a text box's change and a button's click on different threads
+        # (ipykernel 7 in JupyterLab): each action decides and starts under this one lock.
+        self._acting = threading.RLock()
         self._thread: threading.Thread | None = None
         self._armed: str | None = None
         self._looked_up: dict[str, Result] = {}
@@ -164,38 +167,41 @@ class CancelPanel(widgets.VBox):
     def lookup(self) -> None:
         """Show the batch's current information without changing it (once per action: the same
         ID asked for again while its look-up runs, or just after, is not looked up twice)."""
-        batch_id = self._checked_id()
-        if batch_id is None:
-            return
-        last = self._last_lookup
-        if last is not None and last[0] == batch_id and (
-                self._busy() or time.monotonic() - last[1] < self.repeat_after):
-            return
-        if self._run(f"Looking up {batch_id}…", lambda c: self._do_lookup(c, batch_id)):
-            self._last_lookup = (batch_id, time.monotonic())
+        with self._acting:
+            batch_id = self._checked_id()
+            if batch_id is None:
+                return
+            last = self._last_lookup
+            if last is not None and last[0] == batch_id and (
+                    self._busy() or time.monotonic() - last[1] < self.repeat_after):
+                return
+            if self._run(f"Looking up {batch_id}…", lambda c: self._do_lookup(c, batch_id)):
+                self._last_lookup = (batch_id, time.monotonic())
 
     def _busy(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
 
     def arm(self) -> None:
         """First step of a cancel: show what will be cancelled; only confirm sends it."""
-        batch_id = self._checked_id()
-        if batch_id is None:
-            return
-        self._armed = batch_id
-        self.confirm_button.disabled = False
-        self._say("warn", armed_html(batch_id, self._looked_up.get(batch_id)))
+        with self._acting:
+            batch_id = self._checked_id()
+            if batch_id is None:
+                return
+            self._armed = batch_id
+            self.confirm_button.disabled = False
+            self._say("warn", armed_html(batch_id, self._looked_up.get(batch_id)))
 
     def confirm(self) -> None:
         """Send the DELETE for the armed batch, if the ID has not changed since arming."""
-        batch_id = self._armed
-        current = check_id(self.id_input.value).batch_id
-        if batch_id is None or batch_id != current:
+        with self._acting:
+            batch_id = self._armed
+            current = check_id(self.id_input.value).batch_id
+            if batch_id is None or batch_id != current:
+                self._disarm()
+                self._say("warn", "Nothing sent: click <b>Cancel batch…</b> first.")
+                return
             self._disarm()
-            self._say("warn", "Nothing sent: click <b>Cancel batch…</b> first.")
-            return
-        self._disarm()
-        self._run(f"Cancelling {batch_id}…", lambda c: self._do_cancel(c, batch_id))
+            self._run(f"Cancelling {batch_id}…", lambda c: self._do_cancel(c, batch_id))
 
     def export(self) -> None:
         """Write the history as CSV to the path in `export_path`."""

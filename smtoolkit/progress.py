@@ -120,6 +120,7 @@ def _is_widget(cls: type) -> bool:
 
 
 _HINTED: dict[Any, Any] = {}
+BAR_MIN_WIDTH = "160px"
 
 
 def _hinted(cls: Any) -> Any:
@@ -131,6 +132,9 @@ def _hinted(cls: Any) -> Any:
         def status_printer(*args: Any, **kwargs: Any) -> Any:
             container = cls.status_printer(*args, **kwargs)
             container.__class__ = _hinted_box(type(container))
+            # tqdm gives the bar only what its long counts text leaves (a few pixels in a
+            # narrow JupyterLab pane); keep it visible and let the text wrap instead.
+            container.children[1].layout.min_width = BAR_MIN_WIDTH
             return container
 
         _HINTED[cls] = type(cls.__name__, (cls,), {"status_printer": staticmethod(status_printer),
