@@ -514,7 +514,7 @@ def test_actions_from_two_threads_at_once_send_one_request(sandbox: Sandbox, pan
         gets = [r for r in sandbox.requests if r["batch_id"] == bid and r["method"] == "GET"]
         assert len(gets) == 2, (bid, [r["path"] for r in gets])  # the batch and its /status, once
     # Confirm clicked twice at once: one DELETE.
-    target = ids[0]
+    target = ids[-1]  # the ID in the box
     panel.arm()
     gate2 = threading.Barrier(2)
 
@@ -528,4 +528,4 @@ def test_actions_from_two_threads_at_once_send_one_request(sandbox: Sandbox, pan
     for t in threads:
         t.join(10)
     panel.wait()
-    assert len([r for r in sandbox.requests if r["method"] == "DELETE"]) == 1
+    assert [r["batch_id"] for r in sandbox.requests if r["method"] == "DELETE"] == [target]
