@@ -70,55 +70,66 @@ def build_report(frame: pd.DataFrame, values: Sequence[Any], plan: Plan,
                  results: Mapping[str, Result], attrs: Mapping[str, Any]) -> pd.DataFrame:
     """One row per input row, in input order, input columns kept, result columns added.
 
-    Little Python per row: each column is taken from the rows' results in one step and typed
-    by pandas (see `_typed`); duplicate rows share one result, their own ID and message
-    are filled in afterwards."""
-    rows, duplicates = _row_results(values, plan, results)
+    Little Python per row: each column is typed once over the distinct results (a sent ID's,
+    one shared by all duplicate rows, one per invalid row) and spread to the rows by index;
+    duplicate rows then get their own ID and message."""
+    distinct, where, duplicates = _row_results(values, plan, results)
     own = _duplicate_fields(frame, plan, duplicates)
     report = frame.drop(columns=[c for c in REPORT_COLUMNS if c in frame.columns and c != "batch_id"])
     for name in REPORT_COLUMNS:
-        column = list(map(attrgetter(name), rows))
+        typed = _typed(list(map(attrgetter(name), distinct)), DTYPES[name], pd.RangeIndex(len(distinct)))
+        column = typed.array.take(where)
         if name in own:
-            for i, value in zip(duplicates, own[name], strict=True):
-                column[i] = value
-        report[name] = _typed(column, DTYPES[name], frame.index)
+            column[duplicates] = own[name]
+        report[name] = pd.Series(column, index=frame.index)
     report.attrs.update(attrs)
     return report
 
 
-def _row_results(values: Sequence[Any], plan: Plan, results: Mapping[str, Result]) -> tuple[list[Result], list[int]]:
-    """(the result of each input row, the positions of duplicate rows). A sent ID's row has
-    its result (KeyError when there is none), an invalid row a local one, and duplicate rows
-    share one DUPLICATE result whose batch_id and error_message are per row (`_duplicate_fields`)."""
+def _row_results(values: Sequence[Any], plan: Plan,
+                 results: Mapping[str, Result]) -> tuple[list[Result], np.ndarray, np.ndarray]:
+    """(the distinct results, the index into them of each input row, the duplicate rows).
+
+    A sent ID's row has its result (KeyError when there is none), every duplicate row one
+    shared DUPLICATE result (its ID and message are per row: `_duplicate_fields`), and each
+    invalid row a result of its own."""
     ids = plan.ids
-    rows: list[Result | None] = list(map(results.get, cast(list[str], ids)))  # None for an invalid row
-    duplicates = [i for i in plan.duplicates if ids[i] is not None]
-    shared = Result(None, Outcome.DUPLICATE, error_code=oc.DUPLICATE_BATCH_ID)
-    for i in duplicates:
-        rows[i] = shared
-    for i in [i for i, batch_id in enumerate(ids) if batch_id is None]:
+    n = len(ids)
+    invalid = np.fromiter(compress(range(n), map(is_, ids, repeat(None))), dtype=np.intp)
+    duplicates = np.fromiter((i for i in plan.duplicates if ids[i] is not None), dtype=np.intp)
+    sent = np.ones(n, dtype=bool)
+    sent[invalid] = False
+    sent[duplicates] = False
+    sent_rows = np.flatnonzero(sent)
+    sent_ids = cast(list[str], ids).__getitem__  # a sent row has an ID
+    distinct = list(map(results.__getitem__, map(sent_ids, sent_rows.tolist())))
+    where = np.empty(n, dtype=np.intp)
+    where[sent_rows] = np.arange(len(sent_rows))
+    where[duplicates] = len(distinct)
+    distinct.append(Result(None, Outcome.DUPLICATE, error_code=oc.DUPLICATE_BATCH_ID))
+    where[invalid] = np.arange(len(distinct), len(distinct) + len(invalid))
+    for i in invalid.tolist():
         raw = values[i]
-        rows[i] = Result(raw.strip() if isinstance(raw, str) else None, Outcome.INVALID_ID,
-                         error_code=oc.INVALID_BATCH_ID, error_message=plan.problems.get(i))
-    for i in compress(range(len(rows)), map(is_, rows, repeat(None))):
-        raise KeyError(ids[i])
-    return rows, duplicates  # type: ignore[return-value]
+        distinct.append(Result(raw.strip() if isinstance(raw, str) else None, Outcome.INVALID_ID,
+                               error_code=oc.INVALID_BATCH_ID, error_message=plan.problems.get(i)))
+    return distinct, where, duplicates
 
 
-def _duplicate_fields(frame: pd.DataFrame, plan: Plan, duplicates: list[int]) -> dict[str, list[Any]]:
+def _duplicate_fields(frame: pd.DataFrame, plan: Plan, duplicates: np.ndarray) -> dict[str, list[Any]]:
     """The batch_id and error_message of each duplicate row (in `duplicates` order)."""
-    if not duplicates:
+    if not len(duplicates):
         return {}
     labels = list(frame.index)
     said: dict[int, str] = {}  # one message per earlier row, shared by its repeats
     messages = []
-    for i in duplicates:
+    rows = duplicates.tolist()
+    for i in rows:
         earlier = plan.duplicates[i]
         text = said.get(earlier)
         if text is None:
             text = said[earlier] = f"same batch ID as input row {labels[earlier]!r}; sent once"
         messages.append(text)
-    return {"batch_id": [plan.ids[i] for i in duplicates], "error_message": messages}
+    return {"batch_id": [plan.ids[i] for i in rows], "error_message": messages}
 
 
 _INT64 = (-(2**63), 2**63 - 1)
