@@ -539,9 +539,8 @@ def export_frame(draw: st.DrawFn) -> pd.DataFrame:
     unit = draw(st.sampled_from(["ns", "us", "ms", "s"]))
     stamps = stamps.astype(f"datetime64[{unit}]")  # type: ignore[call-overload]
     frame["at"] = stamps.dt.tz_localize("UTC").dt.tz_convert(tz) if tz else stamps
-    if draw(st.booleans()) and n:
-        far = pd.Series([datetime(9999, 12, 31, 23, 59, 59)] + [None] * (n - 1), dtype=object)
-        frame["far"] = pd.to_datetime(far).astype("datetime64[s]")
+    if draw(st.booleans()) and n:  # beyond what numpy's text and strftime agree on
+        frame["far"] = pd.Series(np.array(["9999-12-31T23:59:59"] + ["NaT"] * (n - 1), dtype="datetime64[s]"))
     return frame
 
 
