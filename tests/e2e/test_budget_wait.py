@@ -114,7 +114,9 @@ def test_an_interrupt_ends_the_wait_at_once() -> None:
     assert len(sb.requests) == len(log)  # nothing sent after the report came back
 
 
-def test_the_bar_says_it_is_waiting_and_when_it_looks_next(capsys: pytest.CaptureFixture[str]) -> None:
+def test_the_bar_says_it_is_waiting_and_when_it_looks_next(capsys: pytest.CaptureFixture[str],
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("COLUMNS", "250")  # tqdm 4.66 cuts a bar at the width it finds (80 when not a terminal)
     with _sandbox("fixed") as sb:
         ids = sb.create_batches(20)
         with Client(api_key=sb.api_key, base_url=sb.base_url, reserve=KEPT) as c:

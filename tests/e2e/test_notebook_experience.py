@@ -121,8 +121,11 @@ def test_a_finished_widget_bar_is_green(capsys: pytest.CaptureFixture[str]) -> N
 
 
 @pytest.mark.parametrize("halt", HALTS)
-def test_a_halted_text_bar_is_red_with_the_reason(halt: str, capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_halted_text_bar_is_red_with_the_reason(halt: str, capsys: pytest.CaptureFixture[str],
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     from tqdm import tqdm as text_tqdm
+
+    monkeypatch.setenv("COLUMNS", "250")  # tqdm 4.66 cuts a bar at the width it finds (80 when not a terminal)
 
     bar = Progress(2, enabled=True, desc="cancelling", tqdm_class=text_tqdm)
     bar.update(_result())
