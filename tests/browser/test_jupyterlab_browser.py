@@ -30,14 +30,10 @@ import pytest
 import requests
 
 from smtoolkit.sandbox import Sandbox
+from tests.browser.chromium import ARTIFACTS, CHROMIUM, FLAGS
 
 ROOT = Path(__file__).parents[2]
 NOTEBOOK = ROOT / "notebooks" / "cleanup.ipynb"
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-ARTIFACTS = ROOT / "test-artifacts"
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync",
-         "--disable-dev-shm-usage"]
 START_TIMEOUT = 90  # s: a cold JupyterLab on a busy 2-core machine can take 20-40 s
 RUN_TIMEOUT = 180_000  # ms for Run All (the cancel run alone is ~4 s at 20 requests/s)
 

@@ -5,7 +5,6 @@ sandbox), headless Chromium drives it as a user would, and the sandbox's request
 from __future__ import annotations
 
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -16,12 +15,9 @@ from pathlib import Path
 import pytest
 import requests
 
+from tests.browser.chromium import ARTIFACTS, CHROMIUM, FLAGS
+
 ROOT = Path(__file__).parents[2]
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-ARTIFACTS = ROOT / "test-artifacts"
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync",
-         "--disable-dev-shm-usage"]
 
 pytestmark = pytest.mark.browser
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import socket
 import time
 from collections.abc import Iterator
@@ -22,15 +21,11 @@ from typing import Any
 import pytest
 
 from smtoolkit.sandbox import Sandbox
+from tests.browser.chromium import ARTIFACTS, CHROMIUM, FLAGS
 from tests.helpers import SandboxAnswers
 from tests.served import ServedPanel, run_panel
 
 ROOT = Path(__file__).parents[2]
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-ARTIFACTS = ROOT / "test-artifacts"
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync",
-         "--disable-dev-shm-usage"]
 KEY = "sbx_SHARED-PAGE-SECRET-KEY_0f4b9e27d3"  # distinctive: found anywhere means leaked
 
 pytestmark = [pytest.mark.browser, pytest.mark.skipif(os.name != "posix", reason="Ctrl-C is sent as SIGINT")]

@@ -8,7 +8,7 @@ import html
 import re
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -488,27 +488,32 @@ def test_typing_an_id_then_clicking_look_up_is_one_look_up(sandbox: Sandbox, pan
     assert [r["action"] for r in panel.history.to_dict("records")] == ["lookup", "lookup"]
 
 
+def _twice_at_once(action: Callable[[], None]) -> None:
+    """Call `action` from two threads released together, as two Jupyter handler threads can."""
+    import threading
+
+    gate = threading.Barrier(2)
+
+    def go() -> None:
+        gate.wait()
+        action()
+
+    threads = [threading.Thread(target=go) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+
+
 def test_actions_from_two_threads_at_once_send_one_request(sandbox: Sandbox, panel: CancelPanel) -> None:
     """JupyterLab with ipykernel 7 may run a text box's change handler and a button's click on
     different threads: typing an ID then clicking Look up (or Confirm twice) must still send once."""
-    import threading
-
     ids = sandbox.create_batches(15)
     for bid in ids:
         panel.id_input.unobserve(panel._on_id_change, names="value")
         panel.id_input.value = bid  # in the box, not looked up yet
         panel.id_input.observe(panel._on_id_change, names="value")
-        gate = threading.Barrier(2)
-
-        def click() -> None:
-            gate.wait()
-            panel.lookup()
-
-        threads = [threading.Thread(target=click) for _ in range(2)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(10)
+        _twice_at_once(panel.lookup)
         panel.wait()
     for bid in ids:
         gets = [r for r in sandbox.requests if r["batch_id"] == bid and r["method"] == "GET"]
@@ -516,16 +521,6 @@ def test_actions_from_two_threads_at_once_send_one_request(sandbox: Sandbox, pan
     # Confirm clicked twice at once: one DELETE.
     target = ids[-1]  # the ID in the box
     panel.arm()
-    gate2 = threading.Barrier(2)
-
-    def confirm() -> None:
-        gate2.wait()
-        panel.confirm()
-
-    threads = [threading.Thread(target=confirm) for _ in range(2)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(10)
+    _twice_at_once(panel.confirm)
     panel.wait()
     assert [r["batch_id"] for r in sandbox.requests if r["method"] == "DELETE"] == [target]
