@@ -227,3 +227,48 @@ def test_a_host_other_than_loopback_without_a_token_serves_nothing(tmp_path: Pat
     with chromium() as page:
         with pytest.raises(playwright_sync.Error, match="ERR_CONNECTION_REFUSED"):
             page.goto(f"http://127.0.0.1:{port}/", timeout=10_000)
+
+
+_PROBE = """async ([kernelId, code]) => {
+  // What a visitor with the token could send from the page's own origin (their cookie goes along).
+  const ws = new WebSocket('ws://' + location.host + '/api/kernels/' + kernelId + '/channels?session_id=probe');
+  const got = [];
+  await new Promise((ok, bad) => { ws.onopen = ok; ws.onerror = () => bad('websocket refused'); });
+  ws.onmessage = (e) => { try { got.push(JSON.parse(e.data).msg_type); } catch (x) { got.push('?'); } };
+  const msg = (type, content) => JSON.stringify({
+    header: {msg_id: type + Math.random(), msg_type: type, username: 'visitor', session: 'probe', version: '5.3',
+             date: new Date().toISOString()},
+    parent_header: {}, metadata: {}, content: content, channel: 'shell', buffers: []});
+  ws.send(msg('kernel_info_request', {}));
+  ws.send(msg('execute_request', {code: code, silent: false, store_history: false, user_expressions: {},
+                                  allow_stdin: false, stop_on_error: true}));
+  await new Promise(r => setTimeout(r, 4000));
+  ws.close();
+  return got;
+}"""
+
+
+def test_a_visitor_with_the_token_cannot_run_code_in_the_kernel_that_holds_the_key(
+        sandbox_answers: tuple[Sandbox, SandboxAnswers], tmp_path: Path) -> None:
+    """The server's key sits in each visitor kernel's environment: the page must pass widget
+    messages only. A request to execute code, sent over the page's own kernel connection, is
+    dropped; a harmless kernel_info_request on the same connection is answered (so the probe
+    itself works)."""
+    import re
+
+    sb, _ = sandbox_answers
+    marker = tmp_path / "code-ran"
+    served = ServedPanel(tmp_path, key=KEY, base_url=sb.base_url)
+    try:
+        with chromium() as page:
+            page.goto(served.url, timeout=90_000)
+            page.locator(".smtk-notice").wait_for(timeout=90_000)
+            started = re.search(r"Kernel started: ([0-9a-f-]{36})", served.err())
+            assert started, served.err()[-2000:]
+            code = f"import os; open({str(marker)!r}, 'w').write(os.environ.get('SUPERMETRICS_API_KEY', ''))"
+            got = page.evaluate(_PROBE, [started.group(1), code])
+    finally:
+        stop_and_check_output(served)
+    assert "kernel_info_reply" in got, got  # the connection works
+    assert "execute_reply" not in got and "execute_input" not in got, got
+    assert not marker.exists()
