@@ -140,3 +140,48 @@ def test_a_port_in_use_is_refused_with_exit_2(keyed_sandbox: Sandbox, tmp_path: 
     assert done.returncode == 2, done.stderr[-2000:]
     assert f"cannot listen on 127.0.0.1:{port}" in done.stderr and "Traceback" not in done.stderr
     assert done.stdout == "" and KEY not in done.stderr
+
+
+def test_ctrl_c_stops_the_page_where_asyncio_has_no_signal_handlers(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Windows: the event loop cannot add signal handlers, so plain signal handlers stop it, and
+    a periodic wake-up lets Ctrl-C reach a blocked select(). Simulated on this machine."""
+    import signal
+
+    from smtoolkit import panel_server
+
+    calls: list[str] = []
+
+    class Loop:
+        def add_signal_handler(self, *a: object) -> None:
+            raise NotImplementedError  # what asyncio's Proactor loop does on Windows
+
+        def call_soon_threadsafe(self, fn: object) -> None:
+            calls.append("scheduled")
+            fn()  # type: ignore[operator]
+
+    class IOLoop:
+        asyncio_loop = Loop()
+
+        def stop(self) -> None:
+            calls.append("stopped")
+
+    installed: dict[int, object] = {}
+    monkeypatch.setattr(signal, "signal", lambda sig, handler: installed.__setitem__(sig, handler))
+    monkeypatch.delattr(signal, "SIGTERM", raising=False)  # as on Windows, where only some exist
+    started: list[int] = []
+
+    class Periodic:
+        def __init__(self, fn: object, ms: int) -> None:
+            started.append(ms)
+
+        def start(self) -> None:
+            started.append(0)
+
+    import tornado.ioloop
+
+    monkeypatch.setattr(tornado.ioloop, "PeriodicCallback", Periodic)
+    monkeypatch.setattr(panel_server.os, "name", "nt")
+    panel_server._stop_on_signals(IOLoop())
+    assert list(installed) == [signal.SIGINT] and started == [500, 0]
+    installed[signal.SIGINT](signal.SIGINT, None)  # type: ignore[operator]  # Ctrl-C arrives
+    assert calls == ["scheduled", "stopped"]
