@@ -9,7 +9,6 @@ from __future__ import annotations
 import difflib
 import inspect
 import logging
-import math
 import os
 import threading
 import warnings
@@ -22,6 +21,7 @@ import pandas as pd
 
 from . import frames
 from .client import Client, Tally
+from .core.bounds import MAX_CHECK_EVERY, MAX_WAIT, seconds_text, within
 from .core.ids import plan
 from .core.outcomes import Outcome, Result
 from .core.pacing import budget_plan as pacing_plan
@@ -76,14 +76,16 @@ def _check_workers(workers: Any) -> int:
 def _check_wait(wait: Any, name: str = "wait") -> float | None:
     if wait is None or wait is False:
         return None
-    if isinstance(wait, bool) or not isinstance(wait, (int, float)) or not wait >= 0:
-        raise InputError(f"{name} must be a number of seconds >= 0 (or None), not {wait!r}")
+    if not within(wait, 0, MAX_WAIT):
+        raise InputError(f"{name} must be a number of seconds from 0 to {MAX_WAIT:g} ({seconds_text(MAX_WAIT)}), "
+                         f"or None, not {wait!r}")
     return float(wait) or None
 
 
 def _check_every(every: Any) -> float:
-    if isinstance(every, bool) or not isinstance(every, (int, float)) or not 0 < every < math.inf:
-        raise InputError(f"budget_check_every must be a number of seconds > 0, not {every!r}")
+    if not within(every, 0, MAX_CHECK_EVERY, low_open=True):
+        raise InputError(f"budget_check_every must be a number of seconds > 0 and at most {MAX_CHECK_EVERY:g} "
+                         f"({seconds_text(MAX_CHECK_EVERY)}), not {every!r}")
     return float(every)
 
 
@@ -180,6 +182,7 @@ def cancel_batches(
             "max_rps": c.max_rps,
             "requests_sent": tally.sent,
             "throttled": tally.throttled,
+            "text_replaced": tally.replaced,
             "polls": poller.polls,
             "ratelimit_limit": info["ratelimit_limit"],
             "ratelimit_remaining": info["ratelimit_remaining"],
@@ -301,7 +304,7 @@ def get_batches(
         halted = outcome.halt.value if outcome.halt else None
         _despite_interrupts(lambda: _quietly(lambda: bar.close(halted)))
         results = outcome.results
-        attrs = {"base_url": c.base_url, "requests_sent": tally.sent,
+        attrs = {"base_url": c.base_url, "requests_sent": tally.sent, "text_replaced": tally.replaced,
                  "stopped": outcome.halt.value if outcome.halt else None, "error": outcome.error_text}
     report = frames.build_report(frame, values, p, results, attrs)
     records = [(results[b].batch or {}) if b is not None and b in results else {} for b in p.ids]

@@ -23,6 +23,8 @@ if TYPE_CHECKING:
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_CONFIG, EXIT_INTERNAL, EXIT_INTERRUPTED = 0, 1, 2, 3, 4, 130
 DEMO_REPORT = "smtoolkit-demo-report.csv"
+# The sandbox's own bounds (it shares no code with the client; it refuses beyond them too).
+SANDBOX_MAX_WINDOW, SANDBOX_MAX_DELAY, SANDBOX_MAX_LATENCY = 7 * 86400.0, 7 * 86400.0, 3600.0
 
 
 class UsageError(Exception):
@@ -95,14 +97,17 @@ def _client(args: argparse.Namespace) -> Client:
                   timeout=args.timeout, max_retries=args.max_retries)
 
 
-def _check_out(path: str | None) -> None:
-    """Refuse an unwritable --out before anything is sent, not after."""
-    from pathlib import Path
+def _check_out(path: str | None, option: str = "--out") -> None:
+    """Refuse an output that cannot be written before anything is sent, not after: its folder
+    must exist and take a new file (a probe is created and removed)."""
+    from .errors import InputError
+    from .frames import check_writable
 
     if path:
-        p = Path(path).expanduser()
-        if p.is_dir() or not p.resolve().parent.is_dir():
-            raise UsageError(f"cannot write --out {path!r}: not a file in an existing directory")
+        try:
+            check_writable(path)
+        except InputError as exc:
+            raise UsageError(f"{option}: {exc}") from None
 
 
 def _emit(report: pd.DataFrame, args: argparse.Namespace, show: Callable[[], None] | None = None) -> int:
@@ -154,7 +159,19 @@ def _print_results(report: pd.DataFrame, args: argparse.Namespace) -> None:
         if len(failed):
             cols = [c for c in ("batch_id", "outcome", "error_code", "error_message") if c in failed.columns]
             print(f"\n{len(failed)} row(s) need attention:")
-            print(failed[cols].head(20).to_string(index=False))
+            print(_for_people(failed[cols].head(20)).to_string(index=False))
+
+
+def _for_people(table: pd.DataFrame, width: int = 60) -> pd.DataFrame:
+    """A table to print: every text cell on one line, without controls, at most `width` wide."""
+    from .text import shorten
+
+    out = table.copy()
+    for i in range(out.shape[1]):
+        col = out.iloc[:, i]
+        if col.dtype == object or str(col.dtype).startswith("string"):
+            out.isetitem(i, col.map(lambda v: shorten(v, width) if isinstance(v, str) else v))
+    return out
 
 
 def _sep(text: str) -> str:
@@ -186,6 +203,8 @@ def _cancel(args: argparse.Namespace) -> int:
 
     ids = _read_ids(args)
     _check_out(args.out)
+    if not args.dry_run:
+        _check_out(args.journal, "--journal")
     client = _client(args)
     p = plan(ids[args.column].tolist())
     skipped = len(ids) - len(p.unique)
@@ -216,13 +235,15 @@ def _status(args: argparse.Namespace) -> int:
         cols = [c for c in ("batch_id", "outcome", "status_code", "description", "start_time", "end_time",
                             "cancel_time", "queued", "running", "success", "failure", "error_code")
                 if c in report.columns]
-        return _emit(report, args, show=lambda: print(report[cols].to_string(index=False)))
+        return _emit(report, args, show=lambda: print(_for_people(report[cols]).to_string(index=False)))
     return _emit(report, args)
 
 
 def _demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
+    if not args.long:
+        _check_out(args.out or DEMO_REPORT)
     if args.long:
         from .demo import run_long_demo
 
@@ -234,6 +255,7 @@ def _sandbox(args: argparse.Namespace) -> int:
     from .errors import ConfigError
     from .sandbox import Faults, Sandbox
 
+    _check_out(args.ids_out, "--ids-out")
     try:  # the sandbox shares no code with the client: its refusals are plain ValueErrors
         faults = Faults(latency=args.latency, error_rate=args.error_rate, throttle_rate=args.throttle_rate)
         sb = Sandbox(api_key=args.api_key, host=args.host, port=args.port, hourly_limit=args.hourly_limit,
@@ -285,24 +307,39 @@ def _number(text: str, ok: Callable[[float], bool], what: str) -> float:
     return value
 
 
-def _positive(text: str) -> float:
-    return _number(text, lambda v: v > 0, "greater than 0")
+def _seconds(low: float, high: float, *, low_open: bool = False) -> Callable[[str], float]:
+    """An option's parser: a number of seconds in [low, high] (or (low, high]), said in the error."""
+    from .core.bounds import seconds_text, within
+
+    lowest = f"greater than {low:g}" if low_open else f"from {low:g}"
+
+    def parse(text: str) -> float:
+        return _number(text, lambda v: within(v, low, high, low_open=low_open),
+                       f"{lowest} to {high:g} ({seconds_text(high)})")
+    return parse
 
 
-def _non_negative(text: str) -> float:
-    return _number(text, lambda v: v >= 0, "0 or more")
+def _rate(text: str) -> float:
+    from .core.bounds import MAX_RPS, MIN_RPS
+
+    return _number(text, lambda v: MIN_RPS <= v <= MAX_RPS, f"from {MIN_RPS:g} to {MAX_RPS:g} requests per second")
 
 
 _DURATION = re.compile(r"(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?(?:(\d+(?:\.\d+)?)s?)?")
 
 
 def _duration(text: str) -> float:
-    """Seconds from '5400', '90s', '90m', '3h' or '1h30m'."""
+    """Seconds from '5400', '90s', '90m', '3h' or '1h30m', at most MAX_WAIT."""
+    from .core.bounds import MAX_WAIT, seconds_text
+
     m = _DURATION.fullmatch(text.strip().lower())
     if not text.strip() or m is None or not any(m.groups()):
         raise argparse.ArgumentTypeError(f"{text!r} is not a duration: use seconds (5400) or 90s, 90m, 3h, 1h30m")
     h, mins, secs = (float(g) if g else 0.0 for g in m.groups())
-    return h * 3600 + mins * 60 + secs
+    seconds = h * 3600 + mins * 60 + secs
+    if not seconds <= MAX_WAIT:  # also inf, from a thousand-digit number
+        raise argparse.ArgumentTypeError(f"must be at most {seconds_text(MAX_WAIT)} ({MAX_WAIT:g} s), not {text}")
+    return seconds
 
 
 def _count(text: str) -> int:
@@ -318,6 +355,8 @@ def _workers(text: str) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .core.bounds import MAX_CHECK_EVERY, MAX_TIMEOUT, MAX_WAIT
+
     parser = argparse.ArgumentParser(
         prog="smtoolkit", description="Cancel Supermetrics query batches in bulk.",
         epilog="The API key is read only from $SUPERMETRICS_API_KEY. Exit codes: 0 all fine, 1 some rows "
@@ -338,10 +377,10 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--base-url", default=None,
                        help="API base URL (default $SUPERMETRICS_BASE_URL or the Supermetrics API)")
         p.add_argument("--workers", type=_workers, default=4, help=f"parallel requests, 1 to {MAX_WORKERS} (default 4)")
-        p.add_argument("--max-rps", type=_positive, default=20.0, help="requests per second at most (default 20)")
+        p.add_argument("--max-rps", type=_rate, default=20.0, help="requests per second at most (default 20)")
         p.add_argument("--reserve", type=_count, default=None,
                        help="hourly requests left untouched for production (default 10%% of the limit)")
-        p.add_argument("--timeout", type=_positive, default=30.0,
+        p.add_argument("--timeout", type=_seconds(0, MAX_TIMEOUT, low_open=True), default=30.0,
                        help="seconds one request may take in total, answer included (default 30)")
         p.add_argument("--max-retries", type=_retries, default=5,
                        help="retries of a request after 429, 5xx or a lost connection, 0 to 100 (default 5)")
@@ -359,12 +398,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--journal", metavar="FILE", default=None,
                    help="record results as they arrive; re-running skips batches already final there")
     p.add_argument("--dry-run", action="store_true", help="only look the batches up (GET); cancel nothing")
-    p.add_argument("--wait", type=_non_negative, default=None, metavar="SECONDS",
+    p.add_argument("--wait", type=_seconds(0, MAX_WAIT), default=None, metavar="SECONDS",
                    help="after a cancel, poll until each batch reads STOPPED, up to this long")
     p.add_argument("--wait-for-budget", type=_duration, default=None, metavar="DURATION",
                    help="at the budget reserve, wait for the hourly budget to come back instead of skipping "
                         "the rest, up to this long in total (seconds, or 90m, 3h, 1h30m)")
-    p.add_argument("--budget-check-every", type=_positive, default=60.0, metavar="SECONDS",
+    p.add_argument("--budget-check-every", type=_seconds(0, MAX_CHECK_EVERY, low_open=True), default=60.0, metavar="SECONDS",
                    help="while waiting for the budget, look (one GET) at most this often (default 60)")
     p.add_argument("-y", "--yes", action="store_true", help="do not ask for confirmation")
     p.add_argument("--ignore-not-found", action="store_true",
@@ -391,15 +430,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ids-out", default=None, metavar="FILE", help="write the created batch IDs to this CSV")
     p.add_argument("--per-second", type=int, default=20, help="per-second limit per key (default 20)")
     p.add_argument("--hourly-limit", type=int, default=5000, help="hourly budget per key (default 5000)")
-    p.add_argument("--budget-window", type=_positive, default=3600.0, metavar="SECONDS",
+    p.add_argument("--budget-window", type=_seconds(0, SANDBOX_MAX_WINDOW, low_open=True), default=3600.0, metavar="SECONDS",
                    help="length of the budget window (default 3600; 10 plays an hour in 10 seconds)")
     p.add_argument("--budget-mode", choices=("fixed", "rolling"), default="fixed",
                    help="fixed: the whole budget returns when the window turns over; rolling: each request "
                         "is given back a window after it was made (default fixed)")
-    p.add_argument("--tick", type=float, default=0.0, help="seconds per progression step (default: only when told)")
-    p.add_argument("--stop-delay", type=float, default=0.0, help="seconds from a cancel until STOPPED (default 0)")
+    p.add_argument("--tick", type=_seconds(0, SANDBOX_MAX_DELAY), default=0.0, help="seconds per progression step (default: only when told)")
+    p.add_argument("--stop-delay", type=_seconds(0, SANDBOX_MAX_DELAY), default=0.0, help="seconds from a cancel until STOPPED (default 0)")
     p.add_argument("--conflict", action="store_true", help="answer 409 to cancelling a STOPPED batch")
-    p.add_argument("--latency", type=float, default=0.0, help="seconds added to every answer")
+    p.add_argument("--latency", type=_seconds(0, SANDBOX_MAX_LATENCY), default=0.0, help="seconds added to every answer")
     p.add_argument("--error-rate", type=float, default=0.0, help="share of answers that are 5xx")
     p.add_argument("--throttle-rate", type=float, default=0.0, help="share of answers that are 429")
     p.add_argument("--seed", type=int, default=0, help="seed for IDs and faults")
@@ -443,6 +482,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from .errors import ConfigError, InputError
 
+    if not _usable_streams() and hasattr(args, "no_progress"):
+        args.no_progress = True  # no stderr to draw on
     _tolerant_streams()
     # Warnings are the CLI's messages: once each, as one line on stderr, no source line.
     warnings.showwarning = lambda message, *a, **k: print(f"warning: {message}", file=sys.stderr)
@@ -464,11 +505,35 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_INTERNAL
 
 
+def _usable_streams() -> bool:
+    """A closed stdout or stderr (`>&-`, `2>&-`, a service, pythonw) becomes the null device: no
+    printout, never a crash. Returns False when there was no stderr (so: no progress bar)."""
+    import os
+
+    # Closed descriptors 0-2 are filled first, so that no file opened later (the journal, the
+    # report) becomes "stderr" for whatever writes to descriptor 2.
+    for _ in range(3):
+        try:
+            fd = os.open(os.devnull, os.O_RDWR)
+        except OSError:
+            break
+        if fd > 2:
+            os.close(fd)
+            break
+    had_stderr = sys.stderr is not None
+    if sys.stdout is None:
+        sys.stdout = open(os.devnull, "w", encoding="utf-8")  # noqa: SIM115 - lives as long as the process
+    if sys.stderr is None:
+        sys.stderr = open(os.devnull, "w", encoding="utf-8")  # noqa: SIM115
+    return had_stderr
+
+
 def _tolerant_streams() -> None:
-    """Text the console's encoding cannot show (a cp1252 console and '東京') is replaced, never fatal."""
+    """Text the console's encoding cannot show (a cp1252 console and '東京', a name from the
+    command line with undecodable bytes) is replaced, never fatal."""
     for stream in (sys.stdout, sys.stderr):
         reconfigure = getattr(stream, "reconfigure", None)
-        if reconfigure is not None and getattr(stream, "errors", "strict") == "strict":
+        if reconfigure is not None and getattr(stream, "errors", "strict") in ("strict", "surrogateescape"):
             try:
                 reconfigure(errors="replace")
             except (ValueError, OSError):

@@ -24,6 +24,7 @@ import requests
 from ._version import __version__
 from .config import DEFAULT_BASE_URL, api_key_from, check_base_url, is_loopback
 from .core.answers import Answer, parse_answer, query_counts_in
+from .core.bounds import MAX_BACKOFF, MAX_ROW_DEADLINE, MAX_RPS, MAX_TIMEOUT, MIN_RPS
 from .core.ids import check_id, path_segment
 from .core.outcomes import Result
 from .core.pacing import Budget
@@ -98,12 +99,17 @@ class Client:
     ) -> None:
         self.base_url = check_base_url(base_url)
         key = api_key_from(api_key)
-        _setting("timeout", timeout, "a positive number of seconds", lambda v: 0 < v < 1e6)
-        _setting("max_rps", max_rps, "a positive number of requests per second", lambda v: 0 < v < 1e6)
+        _setting("timeout", timeout, f"a number of seconds > 0 and at most {MAX_TIMEOUT:g}",
+                 lambda v: 0 < v <= MAX_TIMEOUT)
+        _setting("max_rps", max_rps, f"a number of requests per second from {MIN_RPS:g} to {MAX_RPS:g}",
+                 lambda v: MIN_RPS <= v <= MAX_RPS)
         _setting("max_retries", max_retries, "a whole number from 0 to 100", lambda v: 0 <= v <= 100, whole=True)
-        _setting("row_deadline", row_deadline, "a positive number of seconds", lambda v: 0 < v < 1e9)
-        _setting("backoff_base", backoff_base, "a number of seconds >= 0", lambda v: 0 <= v < 1e6)
-        _setting("backoff_cap", backoff_cap, "a number of seconds >= 0", lambda v: 0 <= v < 1e6)
+        _setting("row_deadline", row_deadline, f"a number of seconds > 0 and at most {MAX_ROW_DEADLINE:g}",
+                 lambda v: 0 < v <= MAX_ROW_DEADLINE)
+        _setting("backoff_base", backoff_base, f"a number of seconds from 0 to {MAX_BACKOFF:g}",
+                 lambda v: 0 <= v <= MAX_BACKOFF)
+        _setting("backoff_cap", backoff_cap, f"a number of seconds from 0 to {MAX_BACKOFF:g}",
+                 lambda v: 0 <= v <= MAX_BACKOFF)
         if reserve is not None:
             _setting("reserve", reserve, "a whole number >= 0 (or None)", lambda v: v >= 0, whole=True)
         self.policy = RetryPolicy(int(max_retries), float(backoff_base), float(backoff_cap), float(row_deadline))
@@ -193,6 +199,9 @@ class Client:
             with self._session() as s:
                 got = exchange(s, self._watchdog, method, url, params, self.timeout)
             answer = parse_answer(got.status, got.headers, got.body, self._wall(), too_large=got.too_large)
+            if answer.replaced and tally is not None:
+                with self._lock:
+                    tally.replaced += answer.replaced
         except TransportError as exc:
             error = str(exc)
         finally:

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from .core import outcomes as oc
-from .core.answers import compact_json
+from .core.answers import compact_json, safe_text
 from .core.ids import Plan
 from .core.outcomes import REPORT_COLUMNS, Outcome, Result, parse_time
 from .errors import InputError
@@ -110,7 +110,8 @@ def _row_results(values: Sequence[Any], plan: Plan,
     where[invalid] = np.arange(len(distinct), len(distinct) + len(invalid))
     for i in invalid.tolist():
         raw = values[i]
-        distinct.append(Result(raw.strip() if isinstance(raw, str) else None, Outcome.INVALID_ID,
+        # What the caller gave, made encodable (a name from argv may hold undecodable bytes).
+        distinct.append(Result(safe_text(raw.strip())[0] if isinstance(raw, str) else None, Outcome.INVALID_ID,
                                error_code=oc.INVALID_BATCH_ID, error_message=plan.problems.get(i)))
     return distinct, where, duplicates
 
@@ -275,12 +276,7 @@ def export_csv(report: pd.DataFrame, path: str | os.PathLike[str], *, excel: boo
         raise InputError("path must be a file path such as 'report.csv'")
     if sep not in SEPARATORS:
         raise InputError(f"sep must be one of {', '.join(map(repr, SEPARATORS))}, not {sep!r}")
-    target = Path(path).expanduser()
-    if target.is_dir():
-        raise InputError(f"{str(target)!r} is a directory; give a file name such as {str(target / 'report.csv')!r}")
-    parent = target.parent if str(target.parent) else Path(".")
-    if not parent.is_dir():
-        raise InputError(f"cannot write {str(target)!r}: the directory {str(parent)!r} does not exist")
+    target, parent = _target(path)
     columns = []
     for i in range(report.shape[1]):  # by position: an input frame may repeat a column name
         col = report.iloc[:, i]
@@ -299,7 +295,8 @@ def export_csv(report: pd.DataFrame, path: str | os.PathLike[str], *, excel: boo
             keep = None
         # O_EXCL on a fresh name: never follows a planted link; the mode goes through the umask.
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
-        with os.fdopen(fd, "w", encoding="utf-8-sig" if excel else "utf-8", newline="") as fh:
+        # Text from the API is already encodable; a caller's own column may not be: replaced, never fatal.
+        with os.fdopen(fd, "w", encoding="utf-8-sig" if excel else "utf-8", errors="replace", newline="") as fh:
             out.to_csv(fh, index=False, sep=sep, lineterminator="\r\n" if excel else "\n")
         if keep is not None:
             os.chmod(tmp, keep)  # a replaced file keeps its mode (chmod is not subject to umask)
@@ -309,6 +306,33 @@ def export_csv(report: pd.DataFrame, path: str | os.PathLike[str], *, excel: boo
             os.unlink(tmp)
         except OSError:
             pass
+        raise InputError(f"cannot write {str(target)!r}: {exc.strerror or exc}") from None
+    return target
+
+
+def _target(path: str | os.PathLike[str]) -> tuple[Path, Path]:
+    """The file a report goes to and its folder; InputError when it is a folder or the folder is missing."""
+    target = Path(path).expanduser()
+    if target.is_dir():
+        raise InputError(f"{str(target)!r} is a directory; give a file name such as {str(target / 'report.csv')!r}")
+    parent = target.parent if str(target.parent) else Path(".")
+    if not parent.is_dir():
+        raise InputError(f"cannot write {str(target)!r}: the directory {str(parent)!r} does not exist")
+    return target, parent
+
+
+def check_writable(path: str | os.PathLike[str]) -> Path:
+    """Prove now that `export_csv` will be able to write `path`: its folder exists and takes a
+    new file (one is created and removed again, the way export_csv writes: a new file beside the
+    target, then a rename). Raises InputError naming the cause; returns the path."""
+    if not isinstance(path, (str, os.PathLike)) or not str(path).strip():
+        raise InputError("path must be a file path such as 'report.csv'")
+    target, parent = _target(path)
+    probe = parent / f".{target.name}.{secrets.token_hex(4)}.probe"
+    try:
+        os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        os.unlink(probe)
+    except OSError as exc:
         raise InputError(f"cannot write {str(target)!r}: {exc.strerror or exc}") from None
     return target
 

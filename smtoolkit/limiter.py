@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from .core.bounds import MAX_ONE_SLEEP
 from .core.pacing import Budget, Pacer
 from .core.retry import RetryBudget
 
@@ -30,17 +31,19 @@ class Refused(Exception):
 
 
 class Tally:
-    """What one run sent through a client: requests started and 429s received.
+    """What one run sent through a client: requests started, 429s received, and characters of
+    answers that no writer could encode (replaced by U+FFFD where the answers were read).
 
     A client may serve several runs at once (threads sharing it); each run passes its own
     tally, so its facts count only its own requests. Updated under the limiter's lock.
     """
 
-    __slots__ = ("sent", "throttled")
+    __slots__ = ("sent", "throttled", "replaced")
 
     def __init__(self) -> None:
         self.sent = 0
         self.throttled = 0
+        self.replaced = 0
 
 
 class Limiter:
@@ -142,10 +145,15 @@ class Limiter:
             return
         if self._sleep is not None:
             self._sleep(seconds)
-        elif stop is not None:
-            stop.wait(seconds)
-        else:
-            time.sleep(seconds)
+            return
+        # In pieces of at most MAX_ONE_SLEEP: a longer wait would overflow the OS's timeout.
+        end = time.monotonic() + seconds
+        while (left := end - time.monotonic()) > 0:
+            if stop is not None:
+                if stop.wait(min(left, MAX_ONE_SLEEP)):
+                    return
+            else:
+                time.sleep(min(left, MAX_ONE_SLEEP))
 
     def snapshot(self) -> dict[str, Any]:
         """The current state, for progress displays and run facts."""

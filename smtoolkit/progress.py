@@ -7,6 +7,7 @@ what to install where (`_hinted`)."""
 
 from __future__ import annotations
 
+import sys
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -32,7 +33,8 @@ class Progress:
         self._desc = self._shown = desc
         self._last = 0.0
         self._bar: Any = None
-        if enabled and total:
+        # No stderr at all (pythonw, a service, `2>&-`): a text bar has nowhere to go.
+        if enabled and total and (tqdm_class is not None or sys.stderr is not None):
             if tqdm_class is None:
                 from tqdm.auto import tqdm as auto_tqdm
 

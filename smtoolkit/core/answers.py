@@ -7,6 +7,7 @@ Handles the JSON envelope, RFC 9457 problem+json, empty, truncated and non-JSON 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -37,6 +38,7 @@ class Answer:
     ratelimit_limit: int | None = None
     ratelimit_remaining: int | None = None
     retry_after: float | None = None  # seconds, already capped
+    replaced: int = 0  # code points of the body no writer could encode, replaced by U+FFFD
 
     @property
     def is_2xx(self) -> bool:
@@ -46,6 +48,46 @@ class Answer:
     def ok(self) -> bool:
         """A 2xx whose body could be read: the server's word on the batch."""
         return self.readable and self.is_2xx
+
+
+#: Lone UTF-16 surrogates: JSON lets a server send them ("\\ud83d", half an emoji) and so does
+#: raw CESU-8, and json.loads passes them on; no UTF-8 writer (journal, audit, CSV, JSON, the
+#: terminal) can encode one.
+_SURROGATE = re.compile("[\ud800-\udfff]")
+REPLACEMENT = "\ufffd"
+
+
+def safe_text(text: str) -> tuple[str, int]:
+    """`text` with every code point UTF-8 cannot encode replaced by U+FFFD, and how many were."""
+    if text.isascii():
+        return text, 0
+    return _SURROGATE.subn(REPLACEMENT, text)
+
+
+def _safe_payload(value: Any) -> tuple[Any, int]:
+    """A decoded JSON value with every string (keys too) made encodable; the count replaced.
+    Iterative, so any nesting depth that json.loads accepted is fine."""
+    replaced = 0
+    root: list[Any] = [value]
+    stack: list[tuple[Any, Any]] = [(root, 0)]  # (container, key) whose item to clean
+    while stack:
+        holder, key = stack.pop()
+        item = holder[key]
+        if isinstance(item, str):
+            holder[key], n = safe_text(item)
+            replaced += n
+        elif isinstance(item, list):
+            stack.extend((item, i) for i in range(len(item)))
+        elif isinstance(item, dict):
+            for k in list(item):
+                if isinstance(k, str):
+                    clean, n = safe_text(k)
+                    if n:
+                        replaced += n
+                        item[clean] = item.pop(k)
+                        k = clean
+                stack.append((item, k))
+    return root[0], replaced
 
 
 def _int_header(headers: Mapping[str, str], name: str) -> int | None:
@@ -148,6 +190,9 @@ def parse_answer(status: int, headers: Mapping[str, str], body: bytes, now: floa
         parsed = False
     else:
         parsed = True
+    # Made safe once, here: a lone surrogate can only come from a \\u escape or raw CESU-8 (0xED).
+    if parsed and (b"\\u" in body or b"\xed" in body):
+        payload, common["replaced"] = _safe_payload(payload)
     if not isinstance(payload, dict):
         snippet = "" if blank else bytes(body[:120]).decode("utf-8", "replace").strip()
         message = None

@@ -29,6 +29,18 @@ from ._state import BATCH_STATUSES, Progression, Store
 __all__ = ["API_PREFIX", "CONTROL_PREFIX", "Faults", "Sandbox", "fingerprint"]
 
 
+#: The sandbox's bounds for its durations, so that every accepted value is one it can wait for.
+MAX_WINDOW = 7 * 86400.0  # budget_window
+MAX_DELAY = 7 * 86400.0  # tick, stop_delay
+
+
+def _check_progression(tick: float | None, stop_delay: float) -> None:
+    if tick is not None and not 0 <= float(tick) <= MAX_DELAY:
+        raise ValueError(f"tick must be a number of seconds from 0 to {MAX_DELAY:g} (or None), not {tick!r}")
+    if not 0 <= float(stop_delay) <= MAX_DELAY:
+        raise ValueError(f"stop_delay must be a number of seconds from 0 to {MAX_DELAY:g}, not {stop_delay!r}")
+
+
 class Sandbox:
     """An in-memory, thread-safe Supermetrics batch API on a real socket.
 
@@ -75,8 +87,10 @@ class Sandbox:
             raise ValueError(f"refusing to listen on {host!r}: pass allow_remote=True to leave loopback")
         if hourly_limit < 1 or per_second < 1:
             raise ValueError("hourly_limit and per_second must be at least 1")
-        if not budget_window > 0:
-            raise ValueError(f"budget_window must be a number of seconds > 0, not {budget_window!r}")
+        if not 0 < budget_window <= MAX_WINDOW:
+            raise ValueError(f"budget_window must be a number of seconds > 0 and at most {MAX_WINDOW:g}, "
+                             f"not {budget_window!r}")
+        _check_progression(tick, stop_delay)
         self.api_key = api_key or "sbx_" + secrets.token_urlsafe(18)
         self._host, self._port = host, port
         self._closing = threading.Event()
@@ -198,6 +212,7 @@ class Sandbox:
 
     def set_progression(self, *, tick: float | None = ..., stop_delay: float | None = None,  # type: ignore[assignment]
                         already_stopped: str | None = None) -> None:
+        _check_progression(None if tick is ... else tick, stop_delay or 0.0)
         if tick is not ...:
             self.store.progression.tick = tick
         if stop_delay is not None:

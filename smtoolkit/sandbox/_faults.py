@@ -6,6 +6,8 @@ import random
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
+MAX_DELAY = 3600.0  # latency, jitter, hang_seconds: an hour at most per answer
+
 
 @dataclass
 class Faults:
@@ -41,8 +43,8 @@ class Faults:
             value = getattr(self, f.name)
             if f.name.endswith("_rate") and not 0.0 <= float(value) <= 1.0:
                 raise ValueError(f"{f.name} must be between 0 and 1, not {value!r}")
-            if f.name in ("latency", "jitter", "hang_seconds") and float(value) < 0:
-                raise ValueError(f"{f.name} must not be negative, not {value!r}")
+            if f.name in ("latency", "jitter", "hang_seconds") and not 0 <= float(value) <= MAX_DELAY:
+                raise ValueError(f"{f.name} must be a number of seconds from 0 to {MAX_DELAY:g}, not {value!r}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -106,8 +106,9 @@ class RateLimits:
     def set_window(self, budget_window: float | None, budget_mode: str | None) -> None:
         with self._lock:
             if budget_window is not None:
-                if not float(budget_window) > 0:
-                    raise ValueError(f"budget_window must be a number of seconds > 0, not {budget_window!r}")
+                if not 0 < float(budget_window) <= 7 * 86400:
+                    raise ValueError(f"budget_window must be a number of seconds > 0 and at most 604800, "
+                                     f"not {budget_window!r}")
                 self.budget_window = float(budget_window)
             if budget_mode is not None and check_mode(budget_mode) != self.budget_mode:
                 self.budget_mode = budget_mode
