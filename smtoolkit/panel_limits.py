@@ -46,8 +46,9 @@ class Refusal:
     def text(self) -> str:
         """One readable paragraph for the refusal page (no visitor-supplied text in it)."""
         if self.per_visitor:
-            return (f"You already have {self.open_pages} pages of this panel open, as many as one visitor may "
-                    "have. Close one of them (or wait a minute for a closed one to end), then reload this page.")
+            pages = "a page" if self.open_pages == 1 else f"{self.open_pages} pages"
+            return (f"You already have {pages} of this panel open, as many as one visitor may have. "
+                    "Close one of them, then reload this page.")
         return (f"This panel already has {self.open_pages} pages open, as many as its server allows. "
                 "Try again in a minute.")
 

@@ -397,3 +397,56 @@ def test_a_visitor_driving_the_pages_widget_connection_reaches_only_the_shown_wi
     assert [(x["action"], x["batch_id"]) for x in audit_lines(served.audit)] == [("lookup", target)]
     assert [a["method"] for a in answers.answers] == ["GET", "GET"]  # the look-up: batch, its status
     assert sb.batch(target)["cancelled"] is False  # type: ignore[index]
+
+
+def test_past_the_page_caps_the_browser_and_scripts_get_too_many_open_pages_and_the_open_page_still_cancels(
+        sandbox_answers: tuple[Sandbox, SandboxAnswers], tmp_path: Path) -> None:
+    """With 3 pages allowed, 2 per address: a page open in the browser, one loaded by a script
+    from the same address, then a new tab is refused with a readable 503; a second address gets
+    the last place and a third is refused. The kernels stay at 3, and the page open in the
+    browser still looks up and cancels against the sandbox afterwards."""
+    from tests.e2e.test_panel_server import other_loopback_addresses
+
+    sb, answers = sandbox_answers
+    second, third = other_loopback_addresses()
+    target, other = sb.create_batches(2, description="nightly load")
+    served = ServedPanel(tmp_path, "--max-pages", "3", "--max-pages-per-visitor", "2", "--connect-timeout", "600",
+                         key=KEY, base_url=sb.base_url)
+    try:
+        with chromium() as page:
+            page.goto(served.url, timeout=90_000)
+            page.locator(".smtk-notice").wait_for(timeout=90_000)
+            assert served.get_page()[0] == 200  # a script from the same address: its second page
+
+            tab = page.context.browser.new_page(viewport={"width": 900, "height": 400})  # another tab, same address
+            refused = tab.goto(served.url, timeout=90_000)
+            assert refused is not None and refused.status == 503 and refused.headers["retry-after"] == "60"
+            assert tab.title() == "Too many open pages"
+            assert "You already have 2 pages of this panel open" in tab.inner_text(".smtk-refusal")
+            assert tab.locator(".smtk-notice, .widget-text").count() == 0
+            screenshot(tab, "share-too-many-pages.png")
+            tab.close()
+
+            assert served.get_page(second)[0] == 200
+            status, _, text = served.get_page(third)
+            assert status == 503 and "as many as its server allows" in text
+            assert len(served.kernels()) == 3
+            print(f"\n3 kernels at the cap: {served.kernels_rss() / 2**20:.0f} MiB together")
+
+            batch = page.locator(BATCH_INPUT).first
+            batch.fill(target)
+            batch.press("Enter")
+            wait_for_text(page, ".smtk-card", "RUNNING")
+            page.locator(BUTTON, has_text="Cancel batch").click()
+            wait_for_text(page, "body", "About to cancel")
+            page.locator(BUTTON, has_text="Confirm cancel").click()
+            wait_for_text(page, ".smtk-card", "Cancel: cancelled")
+            screenshot(page, "share-open-page-works-past-the-cap.png")
+            assert KEY not in shown(page)
+            assert len(served.kernels()) == 3
+    finally:
+        stop_and_check_output(served)
+    assert sb.batch(target)["cancelled"] is True and sb.batch(other)["cancelled"] is False  # type: ignore[index]
+    assert [a["method"] for a in answers.answers if a["method"] == "DELETE"] == ["DELETE"]
+    assert [x["action"] for x in audit_lines(served.audit)] == ["lookup", "cancel"]
+    assert served.err().count(" 503 GET / ") == 2
