@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from ._version import __version__
+from .panel_limits import CONNECT_TIMEOUT, MAX_PAGES, MAX_PAGES_PER_VISITOR
 from .runner import MAX_WORKERS
 
 if TYPE_CHECKING:
@@ -291,7 +292,9 @@ def _panel(args: argparse.Namespace) -> int:
 
     try:
         settings = plan(host=args.host, port=args.port, token=args.token, no_token=args.no_token,
-                        ask_key=args.ask_key, audit=args.audit, base_url=args.base_url)
+                        ask_key=args.ask_key, audit=args.audit, base_url=args.base_url,
+                        max_pages=args.max_pages, max_pages_per_visitor=args.max_pages_per_visitor,
+                        connect_timeout=args.connect_timeout)
         return serve(settings)
     except Refused as exc:
         raise UsageError(str(exc)) from None
@@ -452,7 +455,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "and cancel made on it is appended to an audit file. Use TLS or JupyterHub for anything "
                     "beyond a trusted network.",
         epilog="Exit codes: 0 stopped with Ctrl-C; 2 refused (a host other than loopback without a token, a bad "
-               "token, port in use, an unwritable audit file); 3 no API key (without --ask-key), a bad base "
+               "token, port in use, an unwritable audit file, a limit below 1); 3 no API key (without --ask-key), a bad base "
                "URL, or Voila not installed.")
     p.add_argument("--host", default="127.0.0.1",
                    help="address to listen on (default 127.0.0.1; any other needs a token)")
@@ -468,6 +471,14 @@ def build_parser() -> argparse.ArgumentParser:
                         "current folder)")
     p.add_argument("--base-url", default=None,
                    help="API base URL (default $SUPERMETRICS_BASE_URL or the Supermetrics API)")
+    p.add_argument("--max-pages", metavar="N", type=int, default=MAX_PAGES,
+                   help=f"at most N pages open at once, from everyone (default {MAX_PAGES}); each is a kernel of "
+                        "about 100 MiB. Past it a page is answered 503 'Too many open pages'")
+    p.add_argument("--max-pages-per-visitor", metavar="N", type=int, default=MAX_PAGES_PER_VISITOR,
+                   help=f"at most N pages open from one address (default {MAX_PAGES_PER_VISITOR}); behind a proxy "
+                        "every visitor has the proxy's address: raise it to --max-pages there")
+    # Seconds a page may take to connect before its kernel is ended; short values are for tests.
+    p.add_argument("--connect-timeout", type=float, default=CONNECT_TIMEOUT, help=argparse.SUPPRESS)
     p.set_defaults(func=_panel)
     return parser
 

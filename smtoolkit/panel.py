@@ -34,14 +34,17 @@ class CancelPanel(widgets.VBox):
     """A panel for one-off cancels. Show it by putting it last in a notebook cell.
 
     Parts, for driving it in code: `id_input` (Enter looks the batch up), `lookup_button`,
-    `cancel_button` (arms), `confirm_button` (sends the DELETE), `export_button`, `card`
-    (the result), `message`, and `history`. `wait()` blocks until the current request ends.
+    `cancel_button` (arms), `confirm_button` (sends the DELETE), `export_path` and
+    `export_button`, `card` (the result), `message`, and `history`. `wait()` blocks until the
+    current request ends.
 
     Keyword-only, for pages that serve the panel to others (`smtoolkit panel`): `ask_key=True`
     always asks for a key in a password box and never uses one from the environment;
     `on_action(action, result)` is called after every look-up and cancel (from the worker
-    thread; if it raises, the panel says so and sends nothing more); `export=False` leaves out
-    the export row (it writes files where the kernel runs).
+    thread; if it raises, the panel says so and sends nothing more); `export=False` makes a
+    panel that writes no file: `export_path` and `export_button` are None and `export()`
+    refuses. In a page served to others every widget the kernel creates can be set and clicked
+    by the visitor, shown or not, so such a panel creates only the widgets it shows.
     """
 
     def __init__(self, client: Client | None = None, *, ask_key: bool = False,
@@ -82,9 +85,6 @@ class CancelPanel(widgets.VBox):
         self.cancel_button = widgets.Button(description="Cancel batch…", button_style="warning", icon="stop")
         self.confirm_button = widgets.Button(description="Confirm cancel", button_style="danger",
                                              disabled=True, icon="check")
-        self.export_button = widgets.Button(description="Export history", icon="download")
-        self.export_path = widgets.Text(value="smtoolkit-panel-history.csv", description="CSV file",
-                                        layout=widgets.Layout(width="420px"))
         self.message = widgets.HTML(value="")
         self.card = widgets.HTML(value="")
         self.busy = widgets.Label(value="")
@@ -94,7 +94,13 @@ class CancelPanel(widgets.VBox):
         self.lookup_button.on_click(lambda _: self.lookup())
         self.cancel_button.on_click(lambda _: self.arm())
         self.confirm_button.on_click(lambda _: self.confirm())
-        self.export_button.on_click(lambda _: self.export())
+        self.export_button: widgets.Button | None = None
+        self.export_path: widgets.Text | None = None
+        if export:
+            self.export_button = widgets.Button(description="Export history", icon="download")
+            self.export_path = widgets.Text(value="smtoolkit-panel-history.csv", description="CSV file",
+                                            layout=widgets.Layout(width="420px"))
+            self.export_button.on_click(lambda _: self.export())
 
         rows: list[widgets.Widget] = []
         if self.key_input is not None:
@@ -107,7 +113,7 @@ class CancelPanel(widgets.VBox):
             self.card,
             self.history_view,
         ]
-        if export:
+        if self.export_path is not None and self.export_button is not None:
             rows.append(widgets.HBox([self.export_path, self.export_button]))
         super().__init__(children=rows, layout=widgets.Layout(padding="6px", border="1px solid #ddd"))
 
@@ -204,7 +210,10 @@ class CancelPanel(widgets.VBox):
             self._run(f"Cancelling {batch_id}…", lambda c: self._do_cancel(c, batch_id))
 
     def export(self) -> None:
-        """Write the history as CSV to the path in `export_path`."""
+        """Write the history as CSV to the path in `export_path`; ConfigError for a panel made
+        with export=False, which writes no file."""
+        if self.export_path is None:
+            raise ConfigError("this panel was made with export=False: it writes no files (read `history`)")
         try:
             path = export_csv(self.history, self.export_path.value)
         except ValueError as exc:
@@ -257,8 +266,10 @@ class CancelPanel(widgets.VBox):
         return True
 
     def _set_busy(self, busy: bool, text: str) -> None:
-        for b in (self.lookup_button, self.cancel_button, self.export_button):
-            b.disabled = busy or (self._refusing is not None and b is not self.export_button)
+        for b in (self.lookup_button, self.cancel_button):
+            b.disabled = busy or self._refusing is not None
+        if self.export_button is not None:
+            self.export_button.disabled = busy
         if busy:
             self._disarm()
         self.busy.value = text

@@ -4,6 +4,11 @@ The server (`panel_server`) leaves its settings in the environment the kernel in
 `config.export_panel_settings`) and writes the visitor's address into the page's one cell.
 Here they become a `CancelPanel` that uses the server's key or asks for the visitor's own, and
 that appends every look-up and cancel to the audit trail before showing its result.
+
+Every widget this kernel creates can be set and clicked by the visitor over the page's widget
+connection, shown or not, and every text value in it is the visitor's. So the page creates only
+the widgets it shows (the panel with `export=False` has no export widgets at all), and nothing on
+it writes a file a visitor names: the audit trail's path comes from the server.
 """
 
 from __future__ import annotations

@@ -16,6 +16,11 @@ What this module adds, so that sharing is safe by default:
   hides the real one) goes into the page's cell by a Voilà pre-launch hook, and from there into
   every audit line (`audit.py`). Voilà itself gives a kernel only the Host, path and query.
 - Request logs name the path, never the query (which holds the token).
+- Every page is a kernel of its own (about 100 MiB): at most `--max-pages` are open at once and
+  `--max-pages-per-visitor` from one address; past that a page request is answered 503 "Too many
+  open pages" (with Retry-After) before any kernel starts, and the open pages go on working. A
+  page that never opens its kernel connection within a minute of being sent (a script, a crawler)
+  has its kernel ended. The rule is `panel_limits.PageLimits`; `_limited_voila` wires it in.
 """
 
 from __future__ import annotations
@@ -47,6 +52,7 @@ from .config import (
     panel_token_from_env,
 )
 from .errors import ConfigError, MissingKeyError
+from .panel_limits import CONNECT_TIMEOUT, MAX_PAGES, MAX_PAGES_PER_VISITOR, RETRY_AFTER, PageLimits, Refusal
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8866  # Voilà's
@@ -71,11 +77,15 @@ class Plan:
     ask_key: bool
     audit: Path
     base_url: str
+    max_pages: int = MAX_PAGES
+    max_pages_per_visitor: int = MAX_PAGES_PER_VISITOR
+    connect_timeout: float = CONNECT_TIMEOUT  # seconds; an option for tests, not shown in --help
 
 
 def plan(*, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, token: str | None = None,
          no_token: bool = False, ask_key: bool = False, audit: str | None = None,
-         base_url: str | None = None) -> Plan:
+         base_url: str | None = None, max_pages: int = MAX_PAGES,
+         max_pages_per_visitor: int = MAX_PAGES_PER_VISITOR, connect_timeout: float = CONNECT_TIMEOUT) -> Plan:
     """Check the options; Refused (usage) or ConfigError (no key, bad base URL) before serving."""
     host = (host or "").strip()
     if not host:
@@ -84,6 +94,12 @@ def plan(*, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, token: str | Non
         raise Refused(f"--port must be from 0 (a free one) to 65535, not {port}")
     if no_token and token is not None:
         raise Refused("--token and --no-token contradict each other: give one")
+    if max_pages < 1:
+        raise Refused(f"--max-pages must be at least 1 (each open page is a kernel of about 100 MiB), not {max_pages}")
+    if max_pages_per_visitor < 1:
+        raise Refused(f"--max-pages-per-visitor must be at least 1, not {max_pages_per_visitor}")
+    if not connect_timeout > 0:
+        raise Refused(f"--connect-timeout must be more than 0 seconds, not {connect_timeout}")
     token_from = ""
     if not no_token:
         if token is not None:
@@ -110,7 +126,8 @@ def plan(*, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, token: str | Non
             raise ConfigError(f"no API key for the page: set {API_KEY_ENV} where you start it, or pass "
                               "--ask-key so that every visitor types their own") from None
     return Plan(host=host, port=port, token=token, token_from=token_from, ask_key=ask_key,
-                audit=audit_path(audit or DEFAULT_AUDIT), base_url=url)
+                audit=audit_path(audit or DEFAULT_AUDIT), base_url=url, max_pages=max_pages,
+                max_pages_per_visitor=max_pages_per_visitor, connect_timeout=connect_timeout)
 
 
 def page_source(visitor: str | None) -> str:
@@ -158,6 +175,7 @@ def serve(p: Plan, out: IO[str] | None = None) -> int:
     import tornado.httpserver
     import tornado.ioloop
     import tornado.netutil
+    from tornado.ioloop import PeriodicCallback
 
     folder = Path(tempfile.mkdtemp(prefix="smtoolkit-panel-"))  # private (0700)
     nb = folder / NOTEBOOK
@@ -178,8 +196,31 @@ def serve(p: Plan, out: IO[str] | None = None) -> int:
         logging.getLogger("smtoolkit.panel").log(level, "%d %s %s (%s) %.1fms", status, r.method, r.path,
                                                  r.remote_ip, 1000 * r.request_time())
 
+    log = logging.getLogger("smtoolkit.panel")
+    limits = PageLimits(max_pages=p.max_pages, max_per_visitor=p.max_pages_per_visitor,
+                        connect_timeout=p.connect_timeout)
+    kernel_manager_class, swap_handlers = _limited_voila(limits)
+
     class SmtoolkitPanel(Voila):  # type: ignore[misc]  # (its name prefixes Voila's log lines)
-        """Voilà, listening where the plan says (port 0 included) and stopping on a signal."""
+        """Voilà, listening where the plan says (port 0 included), admitting pages within the
+        limits, and stopping on a signal."""
+
+        def init_handlers(self) -> list[Any]:
+            return swap_handlers(super().init_handlers())
+
+        async def _end_kernel(self, kernel_id: str) -> None:
+            from jupyter_core.utils import ensure_async
+            from tornado.web import HTTPError
+
+            log.warning("ending kernel %s: its page did not connect within %g s", kernel_id, p.connect_timeout)
+            try:
+                await ensure_async(self.kernel_manager.shutdown_kernel(kernel_id))
+            except (KeyError, HTTPError):  # already gone
+                limits.ended(kernel_id)
+
+        def _end_overdue(self) -> None:
+            for kernel_id in limits.overdue():
+                self.ioloop.add_callback(self._end_kernel, kernel_id)
 
         def listen(self) -> None:
             try:
@@ -192,6 +233,8 @@ def serve(p: Plan, out: IO[str] | None = None) -> int:
             server.add_sockets(sockets)
             self.ioloop = tornado.ioloop.IOLoop.current()
             _stop_on_signals(self.ioloop)
+            every = min(5.0, max(0.25, p.connect_timeout / 4))
+            PeriodicCallback(self._end_overdue, 1000 * every).start()
             _announce(p, self.port, stream)
             try:
                 self.ioloop.start()
@@ -199,7 +242,6 @@ def serve(p: Plan, out: IO[str] | None = None) -> int:
                 server.stop()
                 self.stop()
 
-    log = logging.getLogger("smtoolkit.panel")
     log.addHandler(_stderr_handler())
     log.propagate = False
     app = SmtoolkitPanel(config_file_paths=[])  # no voila.py from the folder or the user: nothing weakens this
@@ -220,11 +262,89 @@ def serve(p: Plan, out: IO[str] | None = None) -> int:
                                 "allow_remote_access": not is_loopback(p.host)}
         app.voila_configuration.prelaunch_hook = prelaunch
         app.voila_configuration.preheat_kernel = False  # a kernel only for a visitor who got in
+        app.voila_configuration.multi_kernel_manager_class = kernel_manager_class
         app.start()
     finally:
         shutil.rmtree(folder, ignore_errors=True)
     print("smtoolkit panel stopped", file=sys.stderr, flush=True)
     return 0
+
+
+def _limited_voila(limits: PageLimits) -> tuple[type, Any]:
+    """The kernel manager class and the handler swap that hold Voilà to `limits`.
+
+    The page handler asks for a place before it starts a kernel (a refusal is a 503 and no
+    kernel), binds the kernel it starts to that place, and reports when the page was sent; the
+    kernel socket handler reports the page connected; the kernel manager frees the place when the
+    kernel leaves its map, however it ended (left, culled, ended for never connecting, died).
+    """
+    import tornado.web
+    from jupyter_core.utils import ensure_async
+    from jupyter_server.services.kernels.kernelmanager import AsyncMappingKernelManager
+    from voila.tornado.handler import TornadoVoilaHandler
+    from voila.tornado.kernel_websocket_handler import VoilaKernelWebsocketHandler
+
+    class LimitedKernelManager(AsyncMappingKernelManager):  # type: ignore[misc]
+        def remove_kernel(self, kernel_id: str) -> Any:
+            limits.ended(kernel_id)
+            return super().remove_kernel(kernel_id)
+
+    class StartsForPage:
+        """The kernel manager as one page request sees it: the kernel it starts takes the page's place."""
+
+        def __init__(self, manager: Any, page: Any) -> None:
+            self._manager, self._page = manager, page
+
+        async def start_kernel(self, **kwargs: Any) -> str:
+            kernel_id: str = await ensure_async(self._manager.start_kernel(**kwargs))
+            limits.started(self._page, kernel_id)
+            return kernel_id
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self._manager, name)
+
+    class PageHandler(TornadoVoilaHandler):  # type: ignore[misc]
+        _page: Any = None
+
+        @property
+        def kernel_manager(self) -> Any:
+            manager = self.settings["kernel_manager"]
+            return manager if self._page is None else StartsForPage(manager, self._page)
+
+        @tornado.web.authenticated  # type: ignore[untyped-decorator]
+        async def get(self, path: str | None = None) -> None:
+            if path:  # not the page: Voilà redirects it to a file, no kernel (a browser's /favicon.ico)
+                await super().get(path)
+                return
+            place = limits.admit(visitor_of(self.request.remote_ip))
+            if isinstance(place, Refusal):
+                self.set_status(503)
+                self.set_header("Retry-After", str(RETRY_AFTER))
+                self.set_header("Content-Type", "text/html; charset=utf-8")
+                self.set_header("Cache-Control", "no-store")
+                self.finish(place.html())
+                return
+            self._page = place
+            try:
+                await super().get(path)
+            finally:
+                limits.sent(place)
+
+    class ChannelsHandler(VoilaKernelWebsocketHandler):  # type: ignore[misc]
+        async def open(self, kernel_id: str) -> None:  # type: ignore[override]
+            limits.connected(kernel_id)
+            await super().open(kernel_id)
+
+    swaps = {TornadoVoilaHandler: PageHandler, VoilaKernelWebsocketHandler: ChannelsHandler}
+
+    def swap_handlers(handlers: list[Any]) -> list[Any]:
+        swapped = [(rule[0], swaps[rule[1]], *rule[2:]) if rule[1] in swaps else rule for rule in handlers]
+        if sum(1 for rule in swapped if rule[1] in swaps.values()) != len(swaps):
+            raise RuntimeError("this Voilà's page or kernel socket handler was not found: the page limits "
+                               "cannot be applied (smtoolkit supports Voilà 0.5)")
+        return swapped
+
+    return LimitedKernelManager, swap_handlers
 
 
 def _announce(p: Plan, port: int, out: IO[str]) -> None:
@@ -241,6 +361,7 @@ def _announce(p: Plan, port: int, out: IO[str]) -> None:
            else f"the API key in this server's ${API_KEY_ENV}")
     print(f"Key: {key}, for {p.base_url}", file=out)
     print(f"Audit trail: {p.audit}", file=out)
+    print(f"Open pages: at most {p.max_pages}, {p.max_pages_per_visitor} per visitor address", file=out)
     print("Ctrl-C to stop.", file=out, flush=True)
 
 

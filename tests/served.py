@@ -67,8 +67,20 @@ class ServedPanel:
     def err(self) -> str:
         return self.err_path.read_text(encoding="utf-8")
 
+    @property
+    def token(self) -> str:
+        """The token the server generated (and printed in its URL)."""
+        return self.url.split("?token=")[1]
+
     def kernels(self) -> list[str]:
         """Command lines of the kernels the server has started and not yet shut down."""
+        return [cmdline for cmdline, _ in self._kernel_processes()]
+
+    def kernels_rss(self) -> int:
+        """The resident memory of the server's kernel processes together, in bytes."""
+        return sum(rss for _, rss in self._kernel_processes())
+
+    def _kernel_processes(self) -> list[tuple[str, int]]:
         import psutil
 
         try:
@@ -78,10 +90,26 @@ class ServedPanel:
         found = []
         for c in children:
             try:
-                found.append(" ".join(c.cmdline()))
+                found.append((" ".join(c.cmdline()), c.memory_info().rss))
             except psutil.Error:
                 continue
-        return [c for c in found if "ipykernel" in c]
+        return [(cmdline, rss) for cmdline, rss in found if "ipykernel" in cmdline]
+
+    def get_page(self, source: str = "127.0.0.1") -> tuple[int, dict[str, str], str]:
+        """The page, as a script with the token gets it from the address `source` (any 127.x.y.z
+        on Linux): its status, headers and text. Nothing on it ever connects to its kernel."""
+        import http.client
+        from urllib.parse import urlsplit
+
+        where = urlsplit(self.base)
+        conn = http.client.HTTPConnection(where.hostname or "", where.port, timeout=120,
+                                          source_address=(source, 0))
+        try:
+            conn.request("GET", "/", headers={"Authorization": f"token {self.token}"})
+            answer = conn.getresponse()
+            return answer.status, dict(answer.getheaders()), answer.read().decode("utf-8")
+        finally:
+            conn.close()
 
     def stop(self) -> int:
         """Ctrl-C (SIGINT; on Windows a kill) and wait; the exit code."""

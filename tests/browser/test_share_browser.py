@@ -272,3 +272,181 @@ def test_a_visitor_with_the_token_cannot_run_code_in_the_kernel_that_holds_the_k
     assert "kernel_info_reply" in got, got  # the connection works
     assert "execute_reply" not in got and "execute_input" not in got, got
     assert not marker.exists()
+
+
+# A visitor's own widget client, run in the page (its origin, its cookie) on a second connection
+# to the page's kernel. Every call resolves when the kernel has finished handling the message
+# (its "idle" status for that message), never after a fixed time.
+_VISITOR = """async ([kernelId, steps]) => {
+  const ws = new WebSocket('ws://' + location.host + '/api/kernels/' + kernelId + '/channels?session_id=visitor');
+  await new Promise((ok, bad) => { ws.onopen = ok; ws.onerror = () => bad('websocket refused'); });
+  const idle = {}, replies = {}, seen = [];
+  const done = {};
+  ws.onmessage = (e) => {
+    const m = JSON.parse(e.data);
+    seen.push(m);
+    const parent = (m.parent_header || {}).msg_id;
+    if (parent && m.channel === 'shell') replies[parent] = m;
+    if (parent && m.msg_type === 'status' && m.content.execution_state === 'idle' && done[parent]) done[parent]();
+  };
+  const send = (type, content, metadata) => {
+    const id = type + '-' + Math.random().toString(16).slice(2);
+    const finished = new Promise(r => { done[id] = r; });
+    ws.send(JSON.stringify({header: {msg_id: id, msg_type: type, username: 'visitor', session: 'visitor',
+                                     version: '5.3', date: new Date().toISOString()},
+                            parent_header: {}, metadata: metadata || {}, content: content, channel: 'shell',
+                            buffers: []}));
+    return finished.then(() => id);
+  };
+  const out = {comms: null, states: null, sent: []};
+  let id = await send('comm_info_request', {target_name: 'jupyter.widget'});
+  out.comms = replies[id].content.comms;
+  const control = 'visitor-control-' + Math.random().toString(16).slice(2);
+  await send('comm_open', {comm_id: control, target_name: 'jupyter.widget.control', data: {}}, {version: '1.0.0'});
+  await send('comm_msg', {comm_id: control, data: {method: 'request_states'}});
+  const states = seen.find(m => m.msg_type === 'comm_msg' && m.content.comm_id === control
+                           && m.content.data.method === 'update_states');
+  out.states = states ? states.content.data.states : null;
+  for (const [commId, data] of steps) {
+    await send('comm_msg', {comm_id: commId, data: data});
+    out.sent.push([commId, data]);
+  }
+  ws.close();
+  return out;
+}"""
+
+
+def _model_refs(state: object) -> list[str]:
+    refs, todo = [], [state]
+    while todo:
+        v = todo.pop()
+        if isinstance(v, dict):
+            todo.extend(v.values())
+        elif isinstance(v, list):
+            todo.extend(v)
+        elif isinstance(v, str) and v.startswith("IPY_MODEL_"):
+            refs.append(v[len("IPY_MODEL_"):])
+    return refs
+
+
+def _displayed(root: str, states: dict[str, Any]) -> set[str]:
+    """The models a front end reaches from the page's output: children, layouts, styles."""
+    seen: set[str] = set()
+    todo = [root]
+    while todo:
+        m = todo.pop()
+        if m in seen or m not in states:
+            continue
+        seen.add(m)
+        todo.extend(_model_refs(states[m]["state"]))
+    return seen
+
+
+def test_a_visitor_driving_the_pages_widget_connection_reaches_only_the_shown_widgets_and_writes_no_file(
+        sandbox_answers: tuple[Sandbox, SandboxAnswers], tmp_path: Path) -> None:
+    """As a visitor with the token can: list every widget model the page's kernel holds, set
+    every text value in it to a path, and click every button, over the page's own kernel
+    connection. The kernel must hold only the widgets the page shows (each reachable from the
+    page's output), and no file may appear at that path. A look-up asked for the same way
+    afterwards (messages on one connection are handled in order) shows the hostile ones were
+    handled first; and the audit trail stays the server's, one line per action."""
+    import re
+
+    sb, answers = sandbox_answers
+    (target,) = sb.create_batches(1, description="nightly load")
+    planted = tmp_path / "written-by-a-visitor.csv"
+    served = ServedPanel(tmp_path, key=KEY, base_url=sb.base_url)
+    try:
+        with chromium() as page:
+            sent_html = page.goto(served.url, timeout=90_000).text()  # as served, before scripts ran
+            page.locator(".smtk-notice").wait_for(timeout=90_000)
+            kernel = re.search(r"Kernel started: ([0-9a-f-]{36})", served.err())
+            assert kernel, served.err()[-2000:]
+            roots = re.findall(r'widget-view\+json": \{"model_id": "([0-9a-f]{32})"', sent_html)
+            assert len(roots) == 1, roots  # the page shows one widget tree: the cell's output
+
+            listed = page.evaluate(_VISITOR, [kernel.group(1), []])
+            models = set(listed["comms"])
+            states = listed["states"]
+            assert models and set(states) == models  # the kernel's comms are its widgets
+            displayed = _displayed(roots[0], states)
+            hidden = {m: states[m]["model_name"] for m in models - displayed}
+            assert hidden == {}, hidden  # each widget model in the kernel is part of the page shown
+            texts = sorted(s["state"].get("description", "") for s in states.values()
+                           if s["model_name"] in ("TextModel", "PasswordModel", "TextareaModel"))
+            assert texts == ["Batch ID"]
+            buttons = sorted(s["state"]["description"] for s in states.values() if s["model_name"] == "ButtonModel")
+            assert buttons == ["Cancel batch…", "Confirm cancel", "Look up"]
+
+            # Every text value the kernel holds becomes a path, then every button is clicked.
+            hostile: list[list[Any]] = [
+                [m, {"method": "update", "state": {"value": str(planted)}, "buffer_paths": []}]
+                for m, s in states.items() if isinstance(s["state"].get("value"), str)]
+            hostile += [[m, {"method": "custom", "content": {"event": "click"}}]
+                        for m, s in states.items() if s["model_name"] == "ButtonModel"]
+            batch_box = next(m for m, s in states.items() if s["state"].get("description") == "Batch ID")
+            legit = [batch_box, {"method": "update", "state": {"value": target}, "buffer_paths": []}]
+            sent = page.evaluate(_VISITOR, [kernel.group(1), [*hostile, legit]])
+            assert len(sent["sent"]) == len(hostile) + 1 and set(sent["comms"]) == models  # nothing new opened
+
+            wait_for_text(page, ".smtk-card", "RUNNING")  # the look-up asked for last was done
+            screenshot(page, "share-visitor-messages.png")
+    finally:
+        stop_and_check_output(served)
+    assert not planted.exists() and not list(tmp_path.rglob("*.csv"))
+    assert [(x["action"], x["batch_id"]) for x in audit_lines(served.audit)] == [("lookup", target)]
+    assert [a["method"] for a in answers.answers] == ["GET", "GET"]  # the look-up: batch, its status
+    assert sb.batch(target)["cancelled"] is False  # type: ignore[index]
+
+
+def test_past_the_page_caps_the_browser_and_scripts_get_too_many_open_pages_and_the_open_page_still_cancels(
+        sandbox_answers: tuple[Sandbox, SandboxAnswers], tmp_path: Path) -> None:
+    """With 3 pages allowed, 2 per address: a page open in the browser, one loaded by a script
+    from the same address, then a new tab is refused with a readable 503; a second address gets
+    the last place and a third is refused. The kernels stay at 3, and the page open in the
+    browser still looks up and cancels against the sandbox afterwards."""
+    from tests.e2e.test_panel_server import other_loopback_addresses
+
+    sb, answers = sandbox_answers
+    second, third = other_loopback_addresses()
+    target, other = sb.create_batches(2, description="nightly load")
+    served = ServedPanel(tmp_path, "--max-pages", "3", "--max-pages-per-visitor", "2", "--connect-timeout", "600",
+                         key=KEY, base_url=sb.base_url)
+    try:
+        with chromium() as page:
+            page.goto(served.url, timeout=90_000)
+            page.locator(".smtk-notice").wait_for(timeout=90_000)
+            assert served.get_page()[0] == 200  # a script from the same address: its second page
+
+            tab = page.context.browser.new_page(viewport={"width": 900, "height": 400})  # another tab, same address
+            refused = tab.goto(served.url, timeout=90_000)
+            assert refused is not None and refused.status == 503 and refused.headers["retry-after"] == "60"
+            assert tab.title() == "Too many open pages"
+            assert "You already have 2 pages of this panel open" in tab.inner_text(".smtk-refusal")
+            assert tab.locator(".smtk-notice, .widget-text").count() == 0
+            screenshot(tab, "share-too-many-pages.png")
+            tab.close()
+
+            assert served.get_page(second)[0] == 200
+            status, _, text = served.get_page(third)
+            assert status == 503 and "as many as its server allows" in text
+            assert len(served.kernels()) == 3
+            print(f"\n3 kernels at the cap: {served.kernels_rss() / 2**20:.0f} MiB together")
+
+            batch = page.locator(BATCH_INPUT).first
+            batch.fill(target)
+            batch.press("Enter")
+            wait_for_text(page, ".smtk-card", "RUNNING")
+            page.locator(BUTTON, has_text="Cancel batch").click()
+            wait_for_text(page, "body", "About to cancel")
+            page.locator(BUTTON, has_text="Confirm cancel").click()
+            wait_for_text(page, ".smtk-card", "Cancel: cancelled")
+            screenshot(page, "share-open-page-works-past-the-cap.png")
+            assert KEY not in shown(page)
+            assert len(served.kernels()) == 3
+    finally:
+        stop_and_check_output(served)
+    assert sb.batch(target)["cancelled"] is True and sb.batch(other)["cancelled"] is False  # type: ignore[index]
+    assert [a["method"] for a in answers.answers if a["method"] == "DELETE"] == ["DELETE"]
+    assert [x["action"] for x in audit_lines(served.audit)] == ["lookup", "cancel"]
+    assert served.err().count(" 503 GET / ") == 2

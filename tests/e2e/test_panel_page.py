@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from smtoolkit.config import API_KEY_ENV, BASE_URL_ENV, PANEL_TOKEN_ENV, export_panel_settings
+from smtoolkit.errors import ConfigError
 from smtoolkit.panel import CancelPanel
 from smtoolkit.panel_page import page
 from smtoolkit.sandbox import Sandbox
@@ -61,7 +62,7 @@ def test_the_page_uses_the_servers_key_says_so_and_records_each_action(
     notice = text(pg.children[0].value)
     assert "API key of the server" in notice and "never shown" in notice and keyed_sandbox.base_url in notice
     assert "recorded on the server" in notice and "192.0.2.44" in notice
-    assert pg.panel.key_input is None and pg.panel.export_button not in _all_widgets(pg)
+    assert pg.panel.key_input is None and pg.panel.export_button is None and pg.panel.export_path is None
 
     look_up_and_cancel(pg.panel, bid)
     assert keyed_sandbox.batch(bid)["cancelled"]  # type: ignore[index]
@@ -128,6 +129,59 @@ def test_an_action_that_cannot_be_recorded_stops_the_page(
     assert "sends nothing more" in text(pg.panel.message.value)
     assert pg.panel.lookup_button.disabled and pg.panel.cancel_button.disabled
     pg.close()
+
+
+@pytest.mark.parametrize("ask_key", [False, True])
+def test_the_page_creates_only_the_widgets_it_shows_and_none_writes_a_file(
+        ask_key: bool, keyed_sandbox: Sandbox, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every widget a page's kernel creates can be set and clicked by the visitor, shown or not
+    (its model is opened on the page's connection). So each one must be reachable from the
+    page shown, through the references in the widgets' own state (children, layout, style)."""
+    import ipywidgets as widgets
+
+    serve_settings(monkeypatch, keyed_sandbox, tmp_path / "audit.jsonl", ask_key=ask_key)
+    created: list[widgets.Widget] = []
+    before = widgets.Widget._widget_construction_callback
+    widgets.Widget.on_widget_constructed(created.append)
+    try:
+        pg = page(visitor="192.0.2.7")
+    finally:
+        widgets.Widget.on_widget_constructed(before)
+    shown = _reachable_in_state(pg)
+    assert created and {w.model_id for w in created} <= shown, [
+        (type(w).__name__, w.get_state()) for w in created if w.model_id not in shown]
+    texts = sorted(type(w).__name__ + ":" + w.description for w in created
+                   if isinstance(w, (widgets.Text, widgets.Password)))
+    assert texts == (["Password:API key", "Text:Batch ID"] if ask_key else ["Text:Batch ID"])
+    buttons = sorted(w.description for w in created if isinstance(w, widgets.Button))
+    assert buttons == ["Cancel batch…", "Confirm cancel", "Look up"]
+    assert pg.panel.export_button is None and pg.panel.export_path is None
+    with pytest.raises(ConfigError, match="export=False"):
+        pg.panel.export()
+    pg.close()
+
+
+def _reachable_in_state(root: object) -> set[str]:
+    """The model IDs a front end reaches from `root` by the widget references in each state."""
+    from ipywidgets import Widget, widget_serialization
+
+    by_id: dict[str, Widget] = {}
+    todo: list[object] = [root]
+    while todo:
+        w = todo.pop()
+        if not isinstance(w, Widget) or w.model_id in by_id:
+            continue
+        by_id[w.model_id] = w
+        refs: list[object] = [w.get_state()]
+        while refs:
+            v = refs.pop()
+            if isinstance(v, dict):
+                refs.extend(v.values())
+            elif isinstance(v, (list, tuple)):
+                refs.extend(v)
+            elif isinstance(v, str) and v.startswith("IPY_MODEL_"):
+                todo.append(widget_serialization["from_json"](v, None))
+    return set(by_id)
 
 
 def _all_widgets(root: object) -> list:

@@ -58,6 +58,9 @@ def test_a_host_other_than_loopback_without_a_token_is_refused_and_nothing_liste
     (["--audit", "no/such/folder/audit.jsonl"], KEY, 2, "does not exist"),
     ([], None, 3, "--ask-key"),
     (["--base-url", "http://api.example.com/enterprise/v2"], KEY, 3, "refusing plain http://"),
+    (["--max-pages", "0"], KEY, 2, "--max-pages must be at least 1"),
+    (["--max-pages-per-visitor", "0"], KEY, 2, "--max-pages-per-visitor must be at least 1"),
+    (["--connect-timeout", "0"], KEY, 2, "--connect-timeout must be more than 0"),
 ])
 def test_options_that_cannot_work_are_refused_before_serving(
         args: list[str], key: str | None, code: int, said: str, tmp_path: Path) -> None:
@@ -65,6 +68,14 @@ def test_options_that_cannot_work_are_refused_before_serving(
     done = run_panel(tmp_path, "--port", str(port), *args, key=key)
     assert done.returncode == code, done.stderr
     assert said in done.stderr and done.stderr.startswith("smtoolkit: error: ")
+    assert done.stdout == "" and "Traceback" not in done.stderr and not listening(port)
+
+
+@pytest.mark.parametrize("args", [["--max-pages", "ten"], ["--max-pages-per-visitor", "1.5"]])
+def test_a_limit_that_is_not_a_whole_number_is_a_usage_error(args: list[str], tmp_path: Path) -> None:
+    port = free_port()
+    done = run_panel(tmp_path, "--port", str(port), *args, key=KEY)
+    assert done.returncode == 2 and f"argument {args[0]}: invalid int value" in done.stderr
     assert done.stdout == "" and "Traceback" not in done.stderr and not listening(port)
 
 
@@ -78,8 +89,10 @@ def test_panel_is_in_the_help_with_its_exit_codes(tmp_path: Path) -> None:
     assert done.returncode == 0
     shown = " ".join(done.stdout.split())  # argparse wraps lines
     for option in ("--host", "--port", "--token", "--no-token", "--ask-key", "--audit", "$SMTK_PANEL_TOKEN",
+                   "--max-pages N", "(default 8)", "--max-pages-per-visitor N", "(default 3)",
                    "Exit codes: 0 stopped with Ctrl-C; 2 refused", "3 no API key"):
         assert option in shown, option
+    assert "--connect-timeout" not in shown  # for tests only
 
 
 @posix_only
@@ -185,3 +198,82 @@ def test_ctrl_c_stops_the_page_where_asyncio_has_no_signal_handlers(monkeypatch:
     assert list(installed) == [signal.SIGINT] and started == [500, 0]
     installed[signal.SIGINT](signal.SIGINT, None)  # type: ignore[operator]  # Ctrl-C arrives
     assert calls == ["scheduled", "stopped"]
+
+
+def other_loopback_addresses() -> list[str]:
+    """127.0.0.2 and .3 as a second and third visitor, where this machine can send from them."""
+    found = []
+    for address in ("127.0.0.2", "127.0.0.3"):
+        with socket.socket() as s:
+            try:
+                s.bind((address, 0))
+            except OSError:
+                pytest.skip(f"cannot send from {address} here (Linux can): one address cannot show the server cap")
+        found.append(address)
+    return found
+
+
+@posix_only
+def test_pages_past_the_caps_are_refused_with_503_and_no_kernel_while_the_open_ones_stay(
+        keyed_sandbox: Sandbox, tmp_path: Path) -> None:
+    """A script loading the page in a loop: past 2 pages from its address, and past 3 on the
+    server, each load is answered 503 "Too many open pages" with Retry-After, before any kernel
+    starts; the kernel count, and with it the memory, stays at the cap."""
+    pytest.importorskip("voila", reason="pip install -e '.[browser]'")
+    second, third = other_loopback_addresses()
+    served = ServedPanel(tmp_path, "--max-pages", "3", "--max-pages-per-visitor", "2", "--connect-timeout", "600",
+                         key=KEY, base_url=keyed_sandbox.base_url)
+    try:
+        assert "Open pages: at most 3, 2 per visitor address" in served.out()
+        assert [served.get_page()[0] for _ in range(2)] == [200, 200]
+        status, headers, text = served.get_page()
+        assert status == 503 and headers["Retry-After"] == "60" and headers["Content-Type"].startswith("text/html")
+        assert "Too many open pages" in text and "You already have 2 pages of this panel open" in text
+        assert KEY not in text and "smtk-notice" not in text
+        assert len(served.kernels()) == 2
+
+        assert served.get_page(second)[0] == 200  # another visitor still gets in, up to the server's cap
+        status, headers, text = served.get_page(third)
+        assert status == 503 and headers["Retry-After"] == "60"
+        assert "This panel already has 3 pages open, as many as its server allows" in text
+        one_kernel = served.kernels_rss() / 3
+
+        for source in ["127.0.0.1", second, third] * 3:  # a script reloading in a loop
+            assert served.get_page(source)[0] == 503
+        assert len(served.kernels()) == 3
+        print(f"\n3 kernels at the cap: {served.kernels_rss() / 2**20:.0f} MiB together "
+              f"(about {one_kernel / 2**20:.0f} MiB each) after 12 page loads")
+        assert served.kernels_rss() < 3 * 400 * 2**20
+    finally:
+        assert served.stop() == 0
+    err = served.err()
+    assert err.count("503 GET / (127.0.0.1)") == 4 and "Traceback" not in err
+    assert served.kernels() == []
+
+
+@posix_only
+def test_a_kernel_whose_page_never_connects_is_ended_and_its_place_freed(
+        keyed_sandbox: Sandbox, tmp_path: Path) -> None:
+    """Loaded by a script, the page never opens its kernel connection: its kernel is ended after
+    the (here 3 s) connect timeout, and the server admits a page again."""
+    import re
+    import time
+
+    pytest.importorskip("voila", reason="pip install -e '.[browser]'")
+    served = ServedPanel(tmp_path, "--max-pages", "1", "--connect-timeout", "3", key=KEY,
+                         base_url=keyed_sandbox.base_url)
+    try:
+        assert served.get_page()[0] == 200
+        started = re.findall(r"Kernel started: ([0-9a-f-]{36})", served.err())
+        assert len(started) == 1 and len(served.kernels()) == 1
+        guard = time.monotonic() + 120  # the event comes after about 3 s; the guard only stops a hang
+        while served.kernels() and time.monotonic() < guard:
+            time.sleep(0.2)
+        assert served.kernels() == []
+        assert f"ending kernel {started[0]}: its page did not connect within 3 s" in served.err()
+        while (status := served.get_page()[0]) == 503 and time.monotonic() < guard:  # freed as it leaves the map
+            time.sleep(0.2)
+        assert status == 200 and len(served.kernels()) == 1
+    finally:
+        assert served.stop() == 0
+    assert "Traceback" not in served.err()
