@@ -171,7 +171,7 @@ def _for_people(table: pd.DataFrame, width: int = 60) -> pd.DataFrame:
     for i in range(out.shape[1]):
         col = out.iloc[:, i]
         if col.dtype == object or str(col.dtype).startswith("string"):
-            out.isetitem(i, col.map(lambda v: shorten(v, width) if isinstance(v, str) else v))
+            out.isetitem(i, [shorten(v, width) if isinstance(v, str) else v for v in col])
     return out
 
 
@@ -471,12 +471,12 @@ def build_parser() -> argparse.ArgumentParser:
                         "current folder)")
     p.add_argument("--base-url", default=None,
                    help="API base URL (default $SUPERMETRICS_BASE_URL or the Supermetrics API)")
-    p.add_argument("--max-pages", metavar="N", type=int, default=MAX_PAGES,
-                   help=f"at most N pages open at once, from everyone (default {MAX_PAGES}); each is a kernel of "
-                        "about 100 MiB. Past it a page is answered 503 'Too many open pages'")
+    p.add_argument("--max-visitors", "--max-pages", dest="max_pages", metavar="N", type=int, default=MAX_PAGES,
+                   help=f"at most N pages open at once, from all visitors (default {MAX_PAGES}); each is a kernel "
+                        "of about 100 MiB. Past it a page is answered 503 'Too many open pages'")
     p.add_argument("--max-pages-per-visitor", metavar="N", type=int, default=MAX_PAGES_PER_VISITOR,
                    help=f"at most N pages open from one address (default {MAX_PAGES_PER_VISITOR}); behind a proxy "
-                        "every visitor has the proxy's address: raise it to --max-pages there")
+                        "every visitor has the proxy's address: raise it to --max-visitors there")
     # Seconds a page may take to connect before its kernel is ended; short values are for tests.
     p.add_argument("--connect-timeout", type=float, default=CONNECT_TIMEOUT, help=argparse.SUPPRESS)
     p.set_defaults(func=_panel)

@@ -16,7 +16,7 @@ What this module adds, so that sharing is safe by default:
   hides the real one) goes into the page's cell by a Voilà pre-launch hook, and from there into
   every audit line (`audit.py`). Voilà itself gives a kernel only the Host, path and query.
 - Request logs name the path, never the query (which holds the token).
-- Every page is a kernel of its own (about 100 MiB): at most `--max-pages` are open at once and
+- Every page is a kernel of its own (about 100 MiB): at most `--max-visitors` are open at once and
   `--max-pages-per-visitor` from one address; past that a page request is answered 503 "Too many
   open pages" (with Retry-After) before any kernel starts, and the open pages go on working. A
   page that never opens its kernel connection within a minute of being sent (a script, a crawler)
@@ -95,11 +95,11 @@ def plan(*, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, token: str | Non
     if no_token and token is not None:
         raise Refused("--token and --no-token contradict each other: give one")
     if max_pages < 1:
-        raise Refused(f"--max-pages must be at least 1 (each open page is a kernel of about 100 MiB), not {max_pages}")
+        raise Refused(f"--max-visitors must be at least 1 (each open page is a kernel of about 100 MiB), not {max_pages}")
     if max_pages_per_visitor < 1:
         raise Refused(f"--max-pages-per-visitor must be at least 1, not {max_pages_per_visitor}")
-    if not connect_timeout > 0:
-        raise Refused(f"--connect-timeout must be more than 0 seconds, not {connect_timeout}")
+    if not 0 < connect_timeout <= 86400:
+        raise Refused(f"--connect-timeout must be more than 0 seconds and at most 86400, not {connect_timeout}")
     token_from = ""
     if not no_token:
         if token is not None:

@@ -410,7 +410,7 @@ def test_past_the_page_caps_the_browser_and_scripts_get_too_many_open_pages_and_
     sb, answers = sandbox_answers
     second, third = other_loopback_addresses()
     target, other = sb.create_batches(2, description="nightly load")
-    served = ServedPanel(tmp_path, "--max-pages", "3", "--max-pages-per-visitor", "2", "--connect-timeout", "600",
+    served = ServedPanel(tmp_path, "--max-visitors", "3", "--max-pages-per-visitor", "2", "--connect-timeout", "600",
                          key=KEY, base_url=sb.base_url)
     try:
         with chromium() as page:
