@@ -277,20 +277,27 @@ def test_a_visitor_with_the_token_cannot_run_code_in_the_kernel_that_holds_the_k
 # A visitor's own widget client, run in the page (its origin, its cookie) on a second connection
 # to the page's kernel. Every call resolves when the kernel has finished handling the message
 # (its "idle" status for that message), never after a fixed time.
-_VISITOR = """async ([kernelId, steps]) => {
+_VISITOR = """async ([kernelId, steps, opens]) => {
   const ws = new WebSocket('ws://' + location.host + '/api/kernels/' + kernelId + '/channels?session_id=visitor');
   await new Promise((ok, bad) => { ws.onopen = ok; ws.onerror = () => bad('websocket refused'); });
   const idle = {}, replies = {}, seen = [];
   const done = {};
+  // A message is handled when its "idle" status has come and, for a request, its reply: the two
+  // travel on different channels, so either may arrive first.
+  const idled = {}, wanted = {};
+  const check = (id) => { if (idled[id] && (!wanted[id] || replies[id]) && done[id]) done[id](); };
   ws.onmessage = (e) => {
     const m = JSON.parse(e.data);
     seen.push(m);
     const parent = (m.parent_header || {}).msg_id;
-    if (parent && m.channel === 'shell') replies[parent] = m;
-    if (parent && m.msg_type === 'status' && m.content.execution_state === 'idle' && done[parent]) done[parent]();
+    if (!parent) return;
+    if (m.channel === 'shell') replies[parent] = m;
+    if (m.msg_type === 'status' && m.content.execution_state === 'idle') idled[parent] = true;
+    check(parent);
   };
   const send = (type, content, metadata) => {
     const id = type + '-' + Math.random().toString(16).slice(2);
+    wanted[id] = type.endsWith('_request');
     const finished = new Promise(r => { done[id] = r; });
     ws.send(JSON.stringify({header: {msg_id: id, msg_type: type, username: 'visitor', session: 'visitor',
                                      version: '5.3', date: new Date().toISOString()},
@@ -311,6 +318,13 @@ _VISITOR = """async ([kernelId, steps]) => {
     await send('comm_msg', {comm_id: commId, data: data});
     out.sent.push([commId, data]);
   }
+  for (const state of (opens || [])) {  // widgets of the visitor's own making
+    const commId = 'visitor-widget-' + Math.random().toString(16).slice(2);
+    await send('comm_open', {comm_id: commId, target_name: 'jupyter.widget',
+                             data: {state: state, buffer_paths: []}}, {version: '2.1.0'});
+  }
+  id = await send('comm_info_request', {target_name: 'jupyter.widget'});
+  out.after = replies[id].content.comms;
   ws.close();
   return out;
 }"""
@@ -365,7 +379,7 @@ def test_a_visitor_driving_the_pages_widget_connection_reaches_only_the_shown_wi
             roots = re.findall(r'widget-view\+json": \{"model_id": "([0-9a-f]{32})"', sent_html)
             assert len(roots) == 1, roots  # the page shows one widget tree: the cell's output
 
-            listed = page.evaluate(_VISITOR, [kernel.group(1), []])
+            listed = page.evaluate(_VISITOR, [kernel.group(1), [], []])
             models = set(listed["comms"])
             states = listed["states"]
             assert models and set(states) == models  # the kernel's comms are its widgets
@@ -386,8 +400,16 @@ def test_a_visitor_driving_the_pages_widget_connection_reaches_only_the_shown_wi
                         for m, s in states.items() if s["model_name"] == "ButtonModel"]
             batch_box = next(m for m, s in states.items() if s["state"].get("description") == "Batch ID")
             legit = [batch_box, {"method": "update", "state": {"value": target}, "buffer_paths": []}]
-            sent = page.evaluate(_VISITOR, [kernel.group(1), [*hostile, legit]])
-            assert len(sent["sent"]) == len(hostile) + 1 and set(sent["comms"]) == models  # nothing new opened
+            # And widgets of the visitor's own: the kernel creates none.
+            own = [{"_model_name": "TextModel", "_model_module": "@jupyter-widgets/controls",
+                    "_model_module_version": "2.0.0", "_view_name": "TextView",
+                    "_view_module": "@jupyter-widgets/controls", "_view_module_version": "2.0.0",
+                    "value": str(planted)},
+                   {"_model_name": "ButtonModel", "_model_module": "@jupyter-widgets/controls",
+                    "_model_module_version": "2.0.0", "description": "mine"}]
+            sent = page.evaluate(_VISITOR, [kernel.group(1), [*hostile, legit], own])
+            assert len(sent["sent"]) == len(hostile) + 1 and set(sent["comms"]) == models
+            assert set(sent["after"]) == models  # nothing new was opened, the visitor's widgets included
 
             wait_for_text(page, ".smtk-card", "RUNNING")  # the look-up asked for last was done
             screenshot(page, "share-visitor-messages.png")
