@@ -416,7 +416,7 @@ def _never_sent(ex: _Exchange, exc: BaseException) -> str | None:
         return "certificate"
     if has(_TLS):
         return "tls"
-    if ex.aborted or has(_CONNECT_TIMEOUT) or has((TimeoutError, socket.timeout)):
+    if ex.aborted or has(_CONNECT_TIMEOUT) or has((TimeoutError,)):
         return "timeout"
     return "connect"
 
