@@ -400,7 +400,7 @@ def _never_sent(ex: _Exchange, exc: BaseException) -> str | None:
     if ex.connected:
         return None  # a connection was open (new or kept-alive): the request may have gone out
     chain = _chain(exc)
-    if not ex.connecting and not ex.aborted and not any(isinstance(e, _CONNECT_PHASE) for e in chain):
+    if not ex.connecting and not any(isinstance(e, _CONNECT_PHASE) for e in chain):
         return None  # we saw no connection attempt and the failure does not say "connecting": be safe
 
     def has(kinds: tuple[type[BaseException], ...]) -> bool:
