@@ -126,7 +126,9 @@ def cancel_batches(
 
     Mistakes raise `InputError`/`ConfigError` before anything is sent. Once a request may
     have been sent, the report is always returned: on KeyboardInterrupt, on an auth failure,
-    at the budget reserve, and on any error inside the run (a journal the disk refuses, a
+    at the budget reserve, when the API cannot be reached (rows keep failing before anything
+    is sent: `network_error`/CONNECT_FAILED, the rest `skipped`/SKIPPED_UNREACHABLE), and on
+    any error inside the run (a journal the disk refuses, a
     progress bar that fails), with `report.attrs["stopped"]` saying why. See the README.
     """
     workers = _check_workers(workers)

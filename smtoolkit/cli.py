@@ -183,8 +183,8 @@ def _exit_code(report: pd.DataFrame, ignore_not_found: bool = False) -> int:
     stopped = report.attrs.get("stopped")
     if stopped == "interrupt":
         return EXIT_INTERRUPTED
-    if stopped == "auth" or report["outcome"].isin(["unauthorized", "forbidden"]).any():
-        return EXIT_CONFIG
+    if stopped in ("auth", "unreachable") or report["outcome"].isin(["unauthorized", "forbidden"]).any():
+        return EXIT_CONFIG  # the key, or the network/base URL/proxy: fix it, then run again
     if stopped == "error" or report.attrs.get("error"):
         return EXIT_FAILED  # the run ended early, or its journal is incomplete
     return EXIT_OK if report["outcome"].isin(_fine(ignore_not_found)).all() else EXIT_FAILED
@@ -364,7 +364,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="smtoolkit", description="Cancel Supermetrics query batches in bulk.",
         epilog="The API key is read only from $SUPERMETRICS_API_KEY. Exit codes: 0 all fine, 1 some rows "
                "failed or were skipped (or the run stopped on an error, or --out could not be written), "
-               "2 usage error, 3 authentication/configuration error, 4 unexpected error (a bug), 130 interrupted.")
+               "2 usage error, 3 authentication/configuration error (or the API could not be reached: the run "
+               "stopped), 4 unexpected error (a bug), 130 interrupted.")
     parser.add_argument("--version", action="version", version=f"smtoolkit {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 

@@ -72,7 +72,8 @@ class Client:
         max_rps: at most this many requests start in any one-second window, across threads.
         reserve: requests of the hourly budget never spent (default: 10% of the limit once
             the first answer shows it).
-        max_retries: retries per request for 429, 5xx and connection failures.
+        max_retries: retries per request for 429, 5xx and connection failures (at most
+            `RetryPolicy.connect_retries` of them when no connection could be made at all).
         row_deadline: seconds within which every request for one batch must start (retries and
             verification included); a row never takes longer than row_deadline + timeout.
         backoff_base, backoff_cap: full-jitter exponential backoff between retries.
@@ -195,6 +196,7 @@ class Client:
         sent_at = self.limiter.acquire(stop, deadline, tally, look=look)
         answer: Answer | None = None
         error: str | None = None
+        not_sent: str | None = None
         try:
             with self._session() as s:
                 got = exchange(s, self._watchdog, method, url, params, self.timeout)
@@ -203,11 +205,11 @@ class Client:
                 with self._lock:
                     tally.replaced += answer.replaced
         except TransportError as exc:
-            error = str(exc)
+            error, not_sent = str(exc), exc.not_sent
         finally:
             self.limiter.answered(sent_at, answer.ratelimit_limit if answer else None,
                                   answer.ratelimit_remaining if answer else None, look=look)
-        return _Sent(Attempt(answer, error), sent_at)
+        return _Sent(Attempt(answer, error, not_sent), sent_at)
 
     def _look(self, url: str, stop: threading.Event | None, tally: Tally | None) -> float | None:
         """One GET sent only to read the hourly budget (see `BudgetWait`); its Retry-After, if
@@ -273,7 +275,7 @@ class Client:
             if a is not None and a.status == 429:
                 self.limiter.throttled(sent.sent_at, wait, tally)
                 wait = 0.0  # the pacer now holds every worker, this one included
-            if retry >= self.policy.max_retries:
+            if self.policy.exhausted(retry, reached=sent.attempt.not_sent is None):
                 return attempts, "retries", deadline
             if self.limiter.clock() + wait > deadline:
                 return attempts, "deadline", deadline

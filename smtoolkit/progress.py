@@ -78,7 +78,7 @@ class Progress:
         return " ".join(parts)
 
     def close(self, halted: str | None = None) -> None:
-        """Finish the bar; a run that `halted` (interrupted, auth, reserve, error) ends red with
+        """Finish the bar; a run that `halted` (interrupted, auth, reserve, unreachable, error) ends red with
         the reason in its text, never as a green 100%."""
         if self._bar is not None:
             if halted:

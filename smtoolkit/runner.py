@@ -2,8 +2,9 @@
 
 Workers pull IDs from a shared iterator and share the client's pacer; results come back to
 the calling thread, which alone talks to the sinks (journal, progress bar). A run ends
-early on an auth failure, on reaching the budget reserve, on KeyboardInterrupt, or on any
-error inside the run itself (a sink that raises, a bug in an operation). However it ends,
+early on an auth failure, on reaching the budget reserve, when the API cannot be reached
+(rows keep failing before anything is sent), on KeyboardInterrupt, or on any error inside
+the run itself (a sink that raises, a bug in an operation). However it ends,
 `run` returns a result for every ID: once a request may have been sent, the caller gets the
 report, and nothing new is sent after `run` has returned.
 """
@@ -35,6 +36,9 @@ MAX_WORKERS = 64
 INTERRUPT_GRACE = 5.0
 # Polling after a cancel that still reads QUEUED/RUNNING: first gap, growth, longest gap.
 POLL_FIRST, POLL_GROWTH, POLL_MAX = 0.5, 1.5, 5.0
+#: Rows in a row (each already retried) that could not connect at all, with no row between that
+#: reached the API, after which a run halts: the network, the VPN or the base URL is wrong.
+UNREACHABLE_ROWS = 5
 
 JOURNAL_ERROR = "JOURNAL_ERROR"
 RUN_ERROR = "RUN_ERROR"
@@ -47,6 +51,7 @@ class Halt(str, Enum):
 
     AUTH = "auth"
     RESERVE = "reserve"
+    UNREACHABLE = "unreachable"
     INTERRUPT = "interrupt"
     ERROR = "error"
 
@@ -54,7 +59,8 @@ class Halt(str, Enum):
         return self.value
 
 
-# One table: each halt's row code, row message, and the run's message ({n}: rows not sent).
+# One table: each halt's row code, row message, and the run's message ({n}: rows not sent;
+# {cause}: the error, or for UNREACHABLE the last connection failure; {check}: what to check).
 _HALTS: dict[Halt, tuple[str, str, str]] = {
     Halt.AUTH: (oc.SKIPPED_AUTH_FAILED, "not sent: an earlier request was refused as unauthorized/forbidden",
                 "stopped after an unauthorized/forbidden answer: {n} row(s) not sent "
@@ -62,6 +68,10 @@ _HALTS: dict[Halt, tuple[str, str, str]] = {
     Halt.RESERVE: (oc.BUDGET_RESERVE, "not sent: the hourly budget reached the reserve kept for production",
                    "stopped at the budget reserve: {n} row(s) not sent (skipped/BUDGET_RESERVE). "
                    "Run the skipped rows again after the hourly window resets, or lower reserve=."),
+    Halt.UNREACHABLE: (oc.SKIPPED_UNREACHABLE, "not sent: the API could not be reached ({cause})",
+                       "stopped: the API could not be reached ({cause}). {n} row(s) not sent "
+                       "(skipped/SKIPPED_UNREACHABLE); the rows that tried could not connect "
+                       "(network_error/CONNECT_FAILED: not sent either). {check} Then run again."),
     Halt.INTERRUPT: (oc.INTERRUPTED, "not sent: the run was interrupted",
                      "interrupted: {n} row(s) not sent (skipped/INTERRUPTED); the report holds every answer received."),
     Halt.ERROR: (RUN_ERROR, "not sent: the run stopped on an error ({cause})",
@@ -77,6 +87,7 @@ class RunResult:
     results: dict[str, Result]
     halt: Halt | None = None
     error: BaseException | None = None  # with Halt.ERROR: what ended the run
+    unreachable: Result | None = None  # with Halt.UNREACHABLE: the last row that could not connect
 
     @property
     def error_text(self) -> str | None:
@@ -84,22 +95,37 @@ class RunResult:
 
     def skip_label(self) -> tuple[str, str]:
         """The error code and message of rows not sent because of how the run ended."""
-        return halt_label(self.halt, self.error)
+        return halt_label(self.halt, self.error, self.unreachable)
 
     def message(self, not_sent: int) -> str | None:
         """One line for the user about an early halt, or None."""
         if self.halt is None:
             return None
         code, _ = self.skip_label()
-        return _HALTS[self.halt][2].format(n=not_sent, cause=self.error_text, code=code)
+        cause, check = _unreachable_cause(self.unreachable)
+        return _HALTS[self.halt][2].format(n=not_sent, cause=self.error_text or cause, code=code, check=check)
 
 
-def halt_label(halt: Halt | None, error: BaseException | None) -> tuple[str, str]:
+def halt_label(halt: Halt | None, error: BaseException | None,
+               unreachable: Result | None = None) -> tuple[str, str]:
     if halt is Halt.ERROR and isinstance(error, JournalError):
         return JOURNAL_ERROR, f"not sent: the run stopped because {describe_error(error)}"
     code, row, _ = _HALTS[halt or Halt.INTERRUPT]
-    cause = describe_error(error) if error is not None else "unknown"
+    cause = describe_error(error) if error is not None else _unreachable_cause(unreachable)[0]
     return code, row.format(cause=cause)
+
+
+def _unreachable_cause(row: Result | None) -> tuple[str, str]:
+    """Why a row could not connect, and what to check (from its CONNECT_FAILED message)."""
+    if row is None:
+        return "unknown", "Check the network connection, the VPN, the base URL and any proxy."
+    return ((row.error_message or "unknown").removeprefix("not sent: "),
+            row.error_description or "Check the network connection, the VPN and the base URL.")
+
+
+def cannot_connect(result: Result) -> bool:
+    """A row whose request never got a connection (it was retried, and nothing was sent)."""
+    return result.outcome is Outcome.NETWORK_ERROR and result.error_code == oc.CONNECT_FAILED
 
 
 def describe_error(exc: BaseException) -> str:
@@ -133,6 +159,7 @@ def run(
     """
     halted: Halt | None = None
     cause: BaseException | None = None
+    unreachable: list[Result] = []  # rows in a row that could not connect (reset by one that did)
     sinks = [on_result] if callable(on_result) else list(on_result)
     todo = list(ids)
     results: dict[str, Result] = {}
@@ -162,6 +189,9 @@ def run(
             with lock:
                 busy.pop(n, None)
         out.put((None, None))  # this worker is done
+
+    def last_unreachable() -> Result | None:
+        return unreachable[-1] if halted is Halt.UNREACHABLE and unreachable else None
 
     def halt(reason: Halt, exc: BaseException | None = None) -> None:
         nonlocal deadline, halted, cause
@@ -193,6 +223,12 @@ def run(
                 halt(Halt.RESERVE)
             if stop_on_auth_error and result.outcome in (Outcome.UNAUTHORIZED, Outcome.FORBIDDEN):
                 halt(Halt.AUTH)
+            if cannot_connect(result):
+                unreachable.append(result)
+                if len(unreachable) >= UNREACHABLE_ROWS:
+                    halt(Halt.UNREACHABLE)
+            elif result.attempts:  # it reached the API (or may have): the network works
+                unreachable.clear()
         results[batch_id] = result
         emit(result)
 
@@ -225,7 +261,7 @@ def run(
         for r in results.values():
             if r.outcome is Outcome.SKIPPED and r.attempts == 0 and r.error_code != oc.ROW_DEADLINE:
                 if halted is not None or r.error_code is None:
-                    r.error_code, r.error_message = halt_label(halted, cause)
+                    r.error_code, r.error_message = halt_label(halted, cause, last_unreachable())
 
     threads = [threading.Thread(target=worker, args=(n,), name=f"smtoolkit-worker-{n}", daemon=True)
                for n in range(max(1, min(workers, len(todo) or 1)))]
@@ -271,7 +307,7 @@ def run(
             break
         except KeyboardInterrupt:
             halt(Halt.INTERRUPT)
-    return RunResult(results, halted, cause)
+    return RunResult(results, halted, cause, last_unreachable())
 
 
 class CancelAndWait:

@@ -8,25 +8,34 @@ call for ever, and `.content` reads and inflates a body of any size. Here:
   blocked read returns at once wherever it is (headers, body, interim answers);
 - the body is read as a stream and inflated by us (gzip/deflate) with a bound on the output,
   and reading stops at `MAX_ANSWER_BYTES`: memory per exchange stays about that size.
+
+A failure is also told apart by *when* it happened: one before a connection existed (the
+host name did not resolve, the connection was refused, the TLS handshake or its certificate
+failed, connecting timed out) sent nothing, and `TransportError.not_sent` says why; any later
+one, on a new or a kept-alive connection, may have reached the server.
 """
 
 from __future__ import annotations
 
+import errno
 import heapq
 import itertools
 import socket
+import ssl
 import threading
 import time
 import zlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 import requests
 import urllib3
 from requests.adapters import HTTPAdapter
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+from urllib3.util.ssl_match_hostname import CertificateError
 
 from .core.answers import MAX_ANSWER_BYTES
 
@@ -37,7 +46,19 @@ ACCEPT_ENCODING = "gzip, deflate"
 
 
 class TransportError(Exception):
-    """No complete answer: the message is short, key-free and says why."""
+    """No complete answer: the message is short, key-free and says why.
+
+    `not_sent` is one of `NOT_SENT_CAUSES` when the request never left this machine (no
+    connection was made), and None when it may have reached the server.
+    """
+
+    def __init__(self, message: str, not_sent: str | None = None) -> None:
+        super().__init__(message)
+        self.not_sent = not_sent
+
+
+#: Why a request never left this machine: its connection failed before anything was sent.
+NOT_SENT_CAUSES = ("dns", "refused", "certificate", "tls", "timeout", "proxy", "connect")
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,14 +129,20 @@ class Watchdog:
 
 class _Exchange:
     """The connection one exchange uses, so the watchdog can cut it (and only while the
-    exchange lasts: once finished, a late abort must not cut the next user of the connection)."""
+    exchange lasts: once finished, a late abort must not cut the next user of the connection).
 
-    __slots__ = ("conn", "aborted", "finished", "_lock")
+    Also whether it ever had a connection: `connecting` once one was being opened, `connected`
+    once one was open (or a kept-alive one was reused). Until then nothing can have been sent.
+    """
+
+    __slots__ = ("conn", "aborted", "finished", "connecting", "connected", "_lock")
 
     def __init__(self) -> None:
         self.conn: Any = None
         self.aborted = False
         self.finished = False
+        self.connecting = False
+        self.connected = False
         self._lock = threading.Lock()
 
     def attach(self, conn: Any) -> None:
@@ -151,22 +178,26 @@ def _shutdown(conn: Any) -> None:
 _current = threading.local()
 
 
-def _register(conn: Any) -> None:
+def _register(conn: Any, *, connecting: bool = False, connected: bool = False) -> None:
     ex = getattr(_current, "exchange", None)
     if ex is not None:
+        ex.connecting = ex.connecting or connecting
+        ex.connected = ex.connected or connected
         ex.attach(conn)
 
 
 class _Watched:
     """Mixed into urllib3's connections: each tells the current exchange which socket it uses
-    (new connections on connect, kept-alive ones on every request)."""
+    (new connections on connect, kept-alive ones on every request), and whether it is open."""
 
     def connect(self) -> None:
-        super().connect()  # type: ignore[misc]
-        _register(self)
+        _register(self, connecting=True)
+        super().connect()  # type: ignore[misc]  # DNS, TCP, proxy tunnel and TLS handshake
+        _register(self, connected=True)
 
     def request(self, *args: Any, **kwargs: Any) -> None:
-        _register(self)
+        # A kept-alive socket is already open: whatever fails from here may have been sent.
+        _register(self, connected=getattr(self, "sock", None) is not None)
         super().request(*args, **kwargs)  # type: ignore[misc]
 
 
@@ -224,6 +255,9 @@ def exchange(session: requests.Session, watchdog: Watchdog, method: str, url: st
         complete = not too_large
         return Received(resp.status_code, resp.headers, body, too_large)
     except _FAILURES as exc:
+        cause = _never_sent(ex, exc)
+        if cause is not None:
+            raise TransportError(describe_not_sent(cause, exc, url, timeout, aborted=ex.aborted), cause) from None
         if ex.aborted:
             raise TransportError(f"no complete answer within the timeout ({timeout:g} s)") from None
         raise TransportError(describe(exc)) from None
@@ -325,3 +359,101 @@ def describe(exc: BaseException) -> str:
     if "compressed body is corrupt" in low or isinstance(exc, requests.exceptions.ContentDecodingError):
         return f"{kind}: the answer's compressed body could not be decoded"
     return f"{kind}: {text[:200]}"
+
+
+def _chain(exc: BaseException) -> list[BaseException]:
+    """`exc` and every exception behind it: requests wraps urllib3's MaxRetryError (in `args`),
+    which holds the real failure in `reason`/`__cause__`, which may hold the OS error in its
+    `__context__` (urllib3 1.26) or `__cause__` (urllib3 2)."""
+    seen: list[BaseException] = []
+    todo = [exc]
+    while todo and len(seen) < 32:
+        e = todo.pop(0)
+        if any(e is s for s in seen):
+            continue
+        seen.append(e)
+        for nxt in (e.__cause__, e.__context__, getattr(e, "reason", None), getattr(e, "original_error", None),
+                    *getattr(e, "args", ())):
+            if isinstance(nxt, BaseException):
+                todo.append(nxt)
+    return seen
+
+
+_U3 = urllib3.exceptions
+_NAME_RESOLUTION: tuple[type[BaseException], ...] = (socket.gaierror,) + (
+    (_U3.NameResolutionError,) if hasattr(_U3, "NameResolutionError") else ())  # urllib3 2 only
+_PROXY = (_U3.ProxyError, requests.exceptions.ProxyError)
+_CERTIFICATE = (ssl.SSLCertVerificationError, CertificateError)
+_TLS = (ssl.SSLError, _U3.SSLError, requests.exceptions.SSLError)
+_CONNECT_TIMEOUT = (_U3.ConnectTimeoutError, requests.exceptions.ConnectTimeout)
+# Only raised while connecting: with one of these in the chain nothing was sent, even when the
+# connection class was not ours to watch. (Not ProxyError: urllib3 1.26 also raises it for a
+# connection reset after sending through a proxy.)
+_CONNECT_PHASE = (_U3.NewConnectionError, *_CONNECT_TIMEOUT, *_NAME_RESOLUTION, ConnectionRefusedError,
+                  *_CERTIFICATE)
+
+
+def _never_sent(ex: _Exchange, exc: BaseException) -> str | None:
+    """Why the request never left this machine (one of NOT_SENT_CAUSES), or None when it may
+    have been sent. Decided by what the exchange saw (no connection was ever open), and named
+    from the exception chain, never from its text."""
+    if ex.connected:
+        return None  # a connection was open (new or kept-alive): the request may have gone out
+    chain = _chain(exc)
+    if not ex.connecting and not any(isinstance(e, _CONNECT_PHASE) for e in chain):
+        return None  # we saw no connection attempt and the failure does not say "connecting": be safe
+
+    def has(kinds: tuple[type[BaseException], ...]) -> bool:
+        return any(isinstance(e, kinds) for e in chain)
+
+    if has(_PROXY):
+        return "proxy"
+    if has(_NAME_RESOLUTION):
+        return "dns"
+    if has((ConnectionRefusedError,)):
+        return "refused"
+    if has(_CERTIFICATE):
+        return "certificate"
+    if has(_TLS):
+        return "tls"
+    if ex.aborted or has(_CONNECT_TIMEOUT) or has((TimeoutError,)):
+        return "timeout"
+    return "connect"
+
+
+def describe_not_sent(cause: str, exc: BaseException, url: str, timeout: float, *, aborted: bool = False) -> str:
+    """A short, key-free sentence naming why no connection was made (the host, never a header)."""
+    parts = urlsplit(url)
+    host = parts.hostname or "?"
+    try:
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError:
+        port = 0
+    where = f"{host}:{port}"
+    chain = _chain(exc)
+    if cause == "dns":
+        return f"the host name {host!r} could not be resolved (DNS)"
+    if cause == "refused":
+        return f"{where} refused the connection"
+    if cause == "certificate":
+        cert = next((e for e in chain if isinstance(e, _CERTIFICATE)), None)
+        why = getattr(cert, "verify_message", None) or (str(cert).splitlines()[0][:150] if cert else "")
+        return f"the TLS certificate of {where} is not trusted ({why})" if why else \
+            f"the TLS certificate of {where} is not trusted"
+    if cause == "tls":
+        tls = next((e for e in chain if isinstance(e, ssl.SSLError)), None)
+        why = getattr(tls, "reason", None) or getattr(tls, "strerror", None)
+        return f"the TLS handshake with {where} failed" + (f" ({str(why).lower()})" if why else "")
+    if cause == "timeout":
+        if aborted:
+            return f"no connection to {where} within the timeout ({timeout:g} s)"
+        return f"connecting to {where} timed out"
+    if cause == "proxy":
+        inner = [e for e in chain if not isinstance(e, (requests.exceptions.RequestException, _U3.HTTPError))]
+        why = str(inner[0]).splitlines()[0][:150] if inner and str(inner[0]) else ""
+        return "the proxy could not be reached, or refused to connect to the API" + (f" ({why})" if why else "")
+    os_error = next((e for e in chain if isinstance(e, OSError) and e.errno is not None), None)
+    if os_error is not None and os_error.errno in (errno.ENETUNREACH, errno.EHOSTUNREACH):
+        return f"{where} is unreachable from this network ({os_error.strerror})"
+    why = os_error.strerror if os_error is not None else type(exc).__name__
+    return f"could not connect to {where} ({why})"

@@ -13,6 +13,7 @@ import gzip
 import io
 import json
 import socket
+import struct
 import threading
 import time
 import zlib
@@ -93,6 +94,15 @@ def endless_continue(interval: float = 0.1) -> Behaviour:
         while c.alive():
             c.send(b"HTTP/1.1 100 Continue\r\n\r\n")
             time.sleep(interval)
+
+    return behave
+
+
+def reset() -> Behaviour:
+    """Read the request, then reset the connection (RST, not a clean close): the request was
+    sent, and no answer comes."""
+    def behave(c: Conn) -> None:
+        c.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
 
     return behave
 

@@ -16,6 +16,9 @@ from datetime import UTC
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 # A Retry-After longer than this is treated as this (urllib3 #3743: huge values crash sleep).
 MAX_RETRY_AFTER = 300.0
+# Retries of a request that never reached the server (DNS, refused, TLS): a blip passes in a
+# second or two; a dead network or a wrong base URL does not, and must not cost minutes per row.
+CONNECT_RETRIES = 2
 
 
 def parse_retry_after(value: str | None, now: float) -> float | None:
@@ -56,18 +59,25 @@ class RetryPolicy:
     backoff_base / backoff_cap: full-jitter exponential backoff,
         ``uniform(0, min(cap, base * 2**retry))`` (capped *before* randomizing).
     row_deadline: seconds one batch may spend in total, waits included.
+    connect_retries: retries (of max_retries) after a failure that sent nothing.
     """
 
     max_retries: int = 5
     backoff_base: float = 0.5
     backoff_cap: float = 30.0
     row_deadline: float = 300.0
+    connect_retries: int = CONNECT_RETRIES
 
     def __post_init__(self) -> None:
-        if self.max_retries < 0:
-            raise ValueError("max_retries must be >= 0")
+        if self.max_retries < 0 or self.connect_retries < 0:
+            raise ValueError("max_retries and connect_retries must be >= 0")
         if self.backoff_base < 0 or self.backoff_cap < 0 or self.row_deadline <= 0:
             raise ValueError("backoff_base, backoff_cap must be >= 0 and row_deadline > 0")
+
+    def exhausted(self, retries: int, reached: bool) -> bool:
+        """No retry after `retries` retries: max_retries, or fewer when the last failure never
+        reached the server (`reached` False: no connection could be made)."""
+        return retries >= (self.max_retries if reached else min(self.max_retries, self.connect_retries))
 
     def retryable(self, status: int | None) -> bool:
         """None stands for a transport failure (timeout, reset, broken body): retried."""

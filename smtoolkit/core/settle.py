@@ -8,7 +8,9 @@ gave up, the answers of verification GETs); the functions here turn them into th
 - a DELETE answered 2xx but unreadable was *accepted*: a later 409 is our own cancel, and if
   nothing readable follows, the row is `stopping`, never a failure;
 - a cancel that ended failed (429, 5xx, no answer) is checked with GETs before it is called a
-  failure: a batch the server stopped is never reported as failed when a GET can tell.
+  failure: a batch the server stopped is never reported as failed when a GET can tell;
+- a request none of whose attempts ever had a connection (DNS, refused, TLS) was not sent:
+  its row says so (CONNECT_FAILED) and what to check, and there is nothing to verify.
 """
 
 from __future__ import annotations
@@ -38,15 +40,34 @@ NOT_SENT: dict[str, tuple[str | None, str]] = {
     "deadline": (oc.ROW_DEADLINE, "not sent: the row's time limit passed while waiting for the rate limit"),
 }
 
+#: What to check when no connection could be made, by cause (`transport.NOT_SENT_CAUSES`).
+CONNECT_CHECKS: dict[str, str] = {
+    "dns": "Check the base URL's host name, the network connection and the VPN.",
+    "refused": "Check the base URL (host and port), and that the server or proxy there is running.",
+    "certificate": "Check the base URL; behind a proxy that inspects TLS, point REQUESTS_CA_BUNDLE at "
+                   "its CA certificate.",
+    "tls": "Check the base URL (https to a TLS server) and any proxy between here and the API.",
+    "timeout": "Check the network connection, the VPN and any firewall.",
+    "proxy": "Check the proxy settings (HTTPS_PROXY) and that the proxy is running.",
+    "connect": "Check the network connection, the VPN and the base URL.",
+}
+
 _FAILED = frozenset({Outcome.RATE_LIMITED, Outcome.SERVER_ERROR, Outcome.NETWORK_ERROR})
 
 
 @dataclass(frozen=True, slots=True)
 class Attempt:
-    """One exchange: the answer, or why there was none."""
+    """One exchange: the answer, or why there was none. `not_sent` names why no connection
+    was made (then nothing was sent); None when the request may have reached the server."""
 
     answer: Answer | None
     error: str | None = None
+    not_sent: str | None = None
+
+
+def never_sent(attempts: Sequence[Attempt]) -> bool:
+    """Attempts were made, and none of them ever had a connection: nothing reached the server."""
+    return bool(attempts) and all(t.answer is None and t.not_sent is not None for t in attempts)
 
 
 def accepted(method: str, attempts: Sequence[Attempt]) -> bool:
@@ -88,6 +109,10 @@ def first_verdict(batch_id: str, method: str, attempts: Sequence[Attempt], gave_
         r.outcome = Outcome.CANCELLED
     elif a is not None and not a.is_2xx:
         r = result_from_answer(batch_id, a, dry_run=dry_run)
+    elif never_sent(attempts):
+        r = Result(batch_id, Outcome.NETWORK_ERROR, error_code=oc.CONNECT_FAILED,
+                   error_message=f"not sent: {last.error}",
+                   error_description=CONNECT_CHECKS.get(last.not_sent or "", CONNECT_CHECKS["connect"]))
     else:  # no answer, or a 2xx that could not be read
         r = Result(batch_id, Outcome.NETWORK_ERROR,
                    http_status=a.status if a else None,
@@ -101,8 +126,9 @@ def first_verdict(batch_id: str, method: str, attempts: Sequence[Attempt], gave_
 
 
 def needs_verification(method: str, verdict: Result) -> bool:
-    """A cancel that ended failed may still have been applied: a GET must tell."""
-    return method == "DELETE" and verdict.outcome in _FAILED
+    """A cancel that ended failed may still have been applied: a GET must tell (unless it
+    was never sent)."""
+    return method == "DELETE" and verdict.outcome in _FAILED and verdict.error_code != oc.CONNECT_FAILED
 
 
 def verification_done(answer: Answer | None) -> bool:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import html
 import re
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -135,6 +136,31 @@ def test_unknown_id_shows_not_found(sandbox: Sandbox, panel: CancelPanel) -> Non
     assert [(r["method"], r["status"]) for r in deletes(sandbox)] == [("DELETE", 404)]
     assert list(panel.history["outcome"]) == ["not_found", "not_found"]
     assert list(panel.history["http_status"]) == [404, 404]
+
+
+def test_an_unreachable_api_reads_as_not_sent_and_what_to_check() -> None:
+    """A closed port: the card says nothing was sent, why, and what to check, in words (not
+    requests' 'Max retries exceeded with url ... HTTPConnectionPool(...)')."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    p = CancelPanel(api_key=WRONG_KEY, base_url=f"http://127.0.0.1:{port}/enterprise/v2", backoff_base=0.01)
+    try:
+        look_up(p, "qrb_1")
+        p.cancel_button.click()
+        p.confirm_button.click()
+        p.wait()
+        card = p.card.value
+    finally:
+        p.close()
+    assert "Cancel: network_error" in text(card)
+    assert cell(card, "error") == f"CONNECT_FAILED not sent: 127.0.0.1:{port} refused the connection"
+    assert cell(card, "details") == ("Check the base URL (host and port), and that the server or proxy "
+                                     "there is running.")
+    assert "Max retries" not in card and "Pool" not in card
+    assert list(p.history["error_code"]) == ["CONNECT_FAILED", "CONNECT_FAILED"]
+    assert list(p.history["attempts"]) == [3, 3]  # retried a little, never verified
 
 
 # -- cancel behind a confirmation ---------------------------------------------------------------

@@ -9,7 +9,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from smtoolkit.core.retry import MAX_RETRY_AFTER, RETRY_STATUSES, RetryBudget, RetryPolicy, parse_retry_after
+from smtoolkit.core.retry import (
+    CONNECT_RETRIES,
+    MAX_RETRY_AFTER,
+    RETRY_STATUSES,
+    RetryBudget,
+    RetryPolicy,
+    parse_retry_after,
+)
 
 NOW = 1_445_412_480.0  # Wed, 21 Oct 2015 07:28:00 UTC
 
@@ -187,6 +194,18 @@ def test_policy_defaults_and_immutability() -> None:
     assert (p.max_retries, p.backoff_base, p.backoff_cap, p.row_deadline) == (5, 0.5, 30.0, 300.0)
     with pytest.raises(AttributeError):
         p.max_retries = 3  # type: ignore[misc]
+
+
+def test_a_failure_that_sent_nothing_is_retried_only_a_little() -> None:
+    p = RetryPolicy(max_retries=5)
+    assert CONNECT_RETRIES == p.connect_retries == 2
+    assert [p.exhausted(n, reached=False) for n in range(4)] == [False, False, True, True]
+    assert [p.exhausted(n, reached=True) for n in range(7)] == [False] * 5 + [True] * 2
+    # max_retries is the ceiling for both: 0 means no retry at all.
+    assert RetryPolicy(max_retries=0).exhausted(0, reached=False)
+    assert RetryPolicy(max_retries=1).exhausted(1, reached=False)
+    with pytest.raises(ValueError):
+        RetryPolicy(connect_retries=-1)
 
 
 # -- RetryBudget -------------------------------------------------------------------------------

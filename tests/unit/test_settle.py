@@ -15,7 +15,16 @@ import pytest
 from smtoolkit.core import outcomes as oc
 from smtoolkit.core.answers import Answer, parse_answer
 from smtoolkit.core.outcomes import Outcome
-from smtoolkit.core.settle import Attempt, accepted, first_verdict, is_final, needs_verification, not_sent, settle
+from smtoolkit.core.settle import (
+    CONNECT_CHECKS,
+    Attempt,
+    accepted,
+    first_verdict,
+    is_final,
+    needs_verification,
+    not_sent,
+    settle,
+)
 
 NOW = 1_800_000_000.0
 ID = "qrb_1"
@@ -135,3 +144,46 @@ def test_final_answers() -> None:
         assert not is_final(retried)
     a: Answer | None = answer(200, batch()).answer
     assert a is not None and a.ok and a.is_2xx
+
+
+# -- requests that never got a connection (transport.NOT_SENT_CAUSES) ----------------------------
+UNSENT = Attempt(None, "the host name 'api.example.invalid' could not be resolved (DNS)", not_sent="dns")
+
+
+@pytest.mark.parametrize("method", ["DELETE", "GET"])
+def test_a_request_that_never_connected_says_nothing_was_sent_and_is_not_verified(method: str) -> None:
+    facts = [UNSENT, UNSENT, UNSENT]
+    verdict = first_verdict(ID, method, facts, "retries")
+    assert not needs_verification(method, verdict)  # there is nothing to verify
+    r = settle(ID, method, facts, "retries")
+    assert r.outcome is Outcome.NETWORK_ERROR and r.error_code == oc.CONNECT_FAILED
+    assert r.error_message == "not sent: the host name 'api.example.invalid' could not be resolved (DNS)"
+    assert r.error_description == CONNECT_CHECKS["dns"] and r.attempts == 3
+
+
+def test_a_request_cut_short_by_a_halt_after_failing_to_connect_still_says_not_sent() -> None:
+    r = settle(ID, "DELETE", [UNSENT], "stopped")
+    assert r.error_code == oc.CONNECT_FAILED and r.attempts == 1
+
+
+@pytest.mark.parametrize("facts", [[LOST, UNSENT], [UNSENT, LOST], [answer(503, HTML), UNSENT]])
+def test_once_any_attempt_may_have_been_sent_the_row_is_verified(facts: list[Attempt]) -> None:
+    """One attempt that had a connection may have reached the server: the row may never say
+    'not sent', and a cancel is checked with GETs."""
+    verdict = first_verdict(ID, "DELETE", facts, "retries")
+    assert verdict.error_code != oc.CONNECT_FAILED and not (verdict.error_message or "").startswith("not sent")
+    assert needs_verification("DELETE", verdict)
+    r = settle(ID, "DELETE", facts, "retries", [answer(200, batch())])
+    assert r.outcome is Outcome.CANCELLED and r.attempts == len(facts) + 1
+
+
+def test_an_unknown_cause_still_says_what_to_check() -> None:
+    r = settle(ID, "DELETE", [Attempt(None, "could not connect", not_sent="something new")], "retries")
+    assert r.error_code == oc.CONNECT_FAILED and r.error_description == CONNECT_CHECKS["connect"]
+
+
+def test_every_cause_the_transport_names_has_a_check() -> None:
+    from smtoolkit.transport import NOT_SENT_CAUSES
+
+    assert set(CONNECT_CHECKS) == set(NOT_SENT_CAUSES)
+    assert all(text.startswith("Check") and text.endswith(".") for text in CONNECT_CHECKS.values())
