@@ -21,13 +21,25 @@ MIN_RPS = 0.5
 FAST_STEP = 0.10
 PROBE_PERIOD = 30.0
 PROBE_STEP = 0.02
+# A start this late or less (a sleeping thread wakes a few milliseconds late: the switch
+# interval, timer slack, a busy machine) keeps the schedule: the next slot is its own slot plus
+# 1/rate, not its actual start plus 1/rate, so lateness is absorbed instead of added to every
+# later start. A later start (an idle pool, a pause) starts a new schedule from itself. Kept
+# well under the 1/SAFETY - 1 of a second that SAFETY leaves, so any max_rps starts still span
+# more than a second by at least 15 ms at the client, room for jitter on the way to the server.
+LATE_TOLERANCE = 0.010
 # Starts are remembered this long, so that a 429 answered long after its request was sent
 # (slow server, long timeout) can still be measured against the second before it.
 HISTORY = 120.0
 
 
 class Pacer:
-    """Evenly spaced starts: at most `max_rps` in any sliding one-second window.
+    """Evenly spaced starts on a schedule of their own: at most `max_rps` in any sliding
+    one-second window.
+
+    Each start takes the next slot of a grid that advances by 1/rate per start (GCRA, the
+    generic cell rate algorithm); a start up to LATE_TOLERANCE after its slot keeps the grid,
+    so late wake-ups do not slow every later request. No start is ever before its slot.
 
     A 429 pauses every worker until a shared "not before" time and lowers the rate to what
     the server was measured to accept; calm periods then raise it gradually back to max_rps.
@@ -45,7 +57,7 @@ class Pacer:
         self._target = self._top  # where the fast climb after a throttle stops
         self._last_cut: float | None = None
         self._calm_since: float | None = None  # None: never throttled
-        self._last_start: float | None = None
+        self._slot: float | None = None  # the last start's slot on the schedule (None: no start yet)
         self.pause_until = -math.inf
         self._recent: deque[float] = deque()
         self.throttles = 0
@@ -66,19 +78,27 @@ class Pacer:
         return min(self._top, r * (1 + PROBE_STEP) ** min(steps, 1000))
 
     def earliest(self, now: float) -> float:
-        """The earliest time the next request may start."""
+        """The earliest time the next request may start (never before `now`)."""
+        return max(self._due(now), now)
+
+    def _due(self, now: float) -> float:
+        """The next slot (at the current rate), pushed back by a pause or a full one-second window."""
         t = self.pause_until
-        if self._last_start is not None:
-            t = max(t, self._last_start + 1.0 / self.rate(now))
+        if self._slot is not None:
+            t = max(t, self._slot + 1.0 / self.rate(now))
             # Even spacing alone allows ceil(rate) starts in a window, more than a non-integer
             # max_rps (and float rounding can add one more at integer rates): guard the window.
             if len(self._recent) >= self._per_window:
                 t = max(t, self._recent[-self._per_window] + 1.0)
-        return max(t, now)
+        return t
 
     def start(self, now: float) -> None:
-        """Record that a request starts now (call only when `earliest(now) <= now`)."""
-        self._last_start = now
+        """Record that a request starts now (call only when `earliest(now) <= now`).
+
+        This start's slot on the schedule is its due time when it is at most LATE_TOLERANCE
+        late, else `now` itself; the next slot is 1/rate after it."""
+        due = self._due(now)
+        self._slot = due if now - due <= LATE_TOLERANCE else now
         self._recent.append(now)
         while self._recent and self._recent[0] <= now - HISTORY:
             self._recent.popleft()
