@@ -325,6 +325,7 @@ def main() -> int:
     ap.add_argument("--before", type=Path, help="also run smtoolkit from this checkout, in alternating turns")
     ap.add_argument("--reps", type=int, default=1, help="turns of smtoolkit per setting (each code once a turn)")
     ap.add_argument("--smtoolkit-only", action="store_true", help="leave out the plain contenders")
+    ap.add_argument("--rates", help="only the settings with these server limits R, e.g. 40,50")
     args = ap.parse_args()
     k = 0.3 if args.quick else 1.0
     settings = [
@@ -334,6 +335,8 @@ def main() -> int:
         Setting(50, 0.02, int(300 * k), max_rps=50, workers=8, target=0.965, defaults=False),
         Setting(100, 0.02, int(600 * k), max_rps=100, workers=8, target=0.95, defaults=False),
     ]
+    if args.rates:
+        settings = [s for s in settings if str(s.rate) in args.rates.split(",")]
     codes = [("now", HERE)] + ([("before", args.before.resolve())] if args.before else [])
     srv = Server()
     rows: list[Row] = []
