@@ -13,8 +13,8 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from ._version import __version__
-from .panel_limits import CONNECT_TIMEOUT, MAX_PAGES, MAX_PAGES_PER_VISITOR
 from .runner import MAX_WORKERS
+from .ui.limits import CONNECT_TIMEOUT, MAX_PAGES, MAX_PAGES_PER_VISITOR
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -288,7 +288,7 @@ def _sandbox(args: argparse.Namespace) -> int:
 
 
 def _panel(args: argparse.Namespace) -> int:
-    from .panel_server import Refused, plan, serve
+    from .ui.server import Refused, plan, serve
 
     try:
         settings = plan(host=args.host, port=args.port, token=args.token, no_token=args.no_token,

@@ -17,12 +17,12 @@ from typing import Any
 import ipywidgets as widgets
 import pandas as pd
 
-from .client import Client
-from .core.ids import check_id
-from .core.outcomes import Result
-from .errors import ConfigError, MissingKeyError
-from .frames import export_csv, history_frame
-from .panel_html import armed_html, card_html, history_html, message_html
+from ..client import Client
+from ..core.ids import check_id
+from ..core.outcomes import Result
+from ..errors import ConfigError, MissingKeyError
+from ..frames import export_csv, history_frame
+from .html import armed_html, card_html, history_html, message_html
 
 HISTORY_SHOWN = 10  # rows of history shown in the panel (all are kept in `history`)
 # Typing an ID and then clicking Look up is one action: leaving the text box already started the

@@ -20,7 +20,7 @@ What this module adds, so that sharing is safe by default:
   `--max-pages-per-visitor` from one address; past that a page request is answered 503 "Too many
   open pages" (with Retry-After) before any kernel starts, and the open pages go on working. A
   page that never opens its kernel connection within a minute of being sent (a script, a crawler)
-  has its kernel ended. The rule is `panel_limits.PageLimits`; `_limited_voila` wires it in.
+  has its kernel ended. The rule is `limits.PageLimits`; `_limited_voila` wires it in.
 """
 
 from __future__ import annotations
@@ -40,8 +40,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from .audit import DEFAULT_AUDIT, audit_path
-from .config import (
+from ..config import (
     API_KEY_ENV,
     PANEL_TOKEN_ENV,
     api_key_from,
@@ -51,8 +50,9 @@ from .config import (
     is_loopback,
     panel_token_from_env,
 )
-from .errors import ConfigError, MissingKeyError
-from .panel_limits import CONNECT_TIMEOUT, MAX_PAGES, MAX_PAGES_PER_VISITOR, RETRY_AFTER, PageLimits, Refusal
+from ..errors import ConfigError, MissingKeyError
+from .audit import DEFAULT_AUDIT, audit_path
+from .limits import CONNECT_TIMEOUT, MAX_PAGES, MAX_PAGES_PER_VISITOR, RETRY_AFTER, PageLimits, Refusal
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8866  # Voilà's
@@ -132,7 +132,7 @@ def plan(*, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, token: str | Non
 
 def page_source(visitor: str | None) -> str:
     """The page's one code cell. `visitor` is a parsed IP address, so its repr is plain code."""
-    return f"from smtoolkit.panel_page import page\n\npage(visitor={visitor!r})"
+    return f"from smtoolkit.ui.page import page\n\npage(visitor={visitor!r})"
 
 
 def visitor_of(remote_ip: object) -> str | None:
