@@ -292,15 +292,15 @@ def _sandbox(args: argparse.Namespace) -> int:
 
 
 def _panel(args: argparse.Namespace) -> int:
-    from .ui.server import Refused, plan, serve
+    from .ui.server import CannotServe, serve, serve_plan
 
     try:
-        settings = plan(host=args.host, port=args.port, token=args.token, no_token=args.no_token,
+        settings = serve_plan(host=args.host, port=args.port, token=args.token, no_token=args.no_token,
                         ask_key=args.ask_key, audit=args.audit, base_url=args.base_url,
                         max_pages=args.max_pages, max_pages_per_visitor=args.max_pages_per_visitor,
                         connect_timeout=args.connect_timeout)
         return serve(settings)
-    except Refused as exc:
+    except CannotServe as exc:
         raise UsageError(str(exc)) from None
 
 
