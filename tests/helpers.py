@@ -3,9 +3,51 @@
 from __future__ import annotations
 
 import threading
+import time
+from collections.abc import Callable
 from typing import Any
 
 from smtoolkit import Client
+
+#: Seconds after which a wait for an event gives up and fails: it only turns a hang into a
+#: clear failure (every wait below ends on its event, usually in milliseconds).
+GUARD = 120.0
+
+
+def wait_for(condition: Callable[[], Any], what: str, guard: float = GUARD) -> Any:
+    """Poll `condition` until it returns something truthy and return that; fail saying `what`
+    was awaited if `guard` seconds pass first (a hang, never a slow machine)."""
+    give_up = time.monotonic() + guard
+    while not (found := condition()):
+        assert time.monotonic() < give_up, f"gave up after {guard:g} s waiting for {what}"
+        time.sleep(0.01)  # the one polling interval of the suite's waits
+    return found
+
+
+def requests_seen(server: Any) -> int:
+    """How many requests a sandbox, a scripted or a hostile server has logged so far."""
+    log = server.requests if hasattr(server, "requests") else server.log
+    return len(log)
+
+
+def run_ended(guard: float = GUARD) -> None:
+    """Wait for the end of every bulk run in this process: join each smtoolkit worker thread
+    still alive (a run that returned must have none left that could send)."""
+    give_up = time.monotonic() + guard
+    for t in [t for t in threading.enumerate() if t.name.startswith("smtoolkit-worker-")]:
+        t.join(max(0.0, give_up - time.monotonic()))
+        assert not t.is_alive(), f"{t.name} still runs {guard:g} s after its run returned"
+
+
+def nothing_more_sent(server: Any, seen: int, ended: Callable[[], object] = run_ended) -> None:
+    """Assert that `server` got no request beyond the `seen` it had when the run returned.
+
+    Waits on the run's own end, never on the clock: `ended()` returns once nothing of the run
+    can still send (by default: every worker thread joined; for the CLI, its process exited;
+    for the panel, its run thread joined). The server's log is then read once."""
+    ended()
+    now = requests_seen(server)
+    assert now == seen, f"{now - seen} request(s) reached the server after the run returned"
 
 
 def fast_client(server: Any, **settings: Any) -> Client:

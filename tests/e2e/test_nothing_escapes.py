@@ -8,6 +8,7 @@ the call returned.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import signal
@@ -17,7 +18,8 @@ import textwrap
 import threading
 import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
+from datetime import UTC
 from pathlib import Path
 from typing import Any
 
@@ -28,11 +30,8 @@ import smtoolkit as sm
 from smtoolkit import Client
 from smtoolkit.errors import JournalError
 from smtoolkit.sandbox import Sandbox
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from datetime import UTC
-
-from hostile import (  # noqa: E402
+from tests.helpers import nothing_more_sent, requests_seen
+from tests.hostile import (
     Hostile,
     drip_body,
     drip_status_and_headers,
@@ -45,12 +44,6 @@ from hostile import (  # noqa: E402
 )
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-def settled(count: Callable[[], int], at_return: int, wait: float = 0.5) -> None:
-    """Nothing reaches the server after the call returned."""
-    time.sleep(wait)
-    assert count() == at_return, f"{count() - at_return} request(s) arrived after the call returned"
 
 
 def agrees_with_sandbox(report: pd.DataFrame, ids: list[str], sb: Sandbox) -> None:
@@ -66,34 +59,31 @@ def agrees_with_sandbox(report: pd.DataFrame, ids: list[str], sb: Sandbox) -> No
 # -- a sink that raises: progress bar, journal, callback ----------------------------------------
 
 
-class _BrokenBar:
-    """A tqdm stand-in whose drawing fails after a few updates, as a broken front-end does."""
+class _BrokenTerminal(io.StringIO):
+    """A stderr that fails once the progress bar has drawn on it, as a broken front-end does:
+    the real tqdm bar of the run draws there and gets the error."""
 
-    def __init__(self, *a: Any, **k: Any) -> None:
-        self.n = 0
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes = 0
 
-    def update(self, n: int = 1) -> None:
-        self.n += n
-        if self.n >= 5:
+    def write(self, text: str) -> int:
+        self.writes += 1
+        if self.writes > 1:  # the bar's first drawing is fine, every later one (and close) fails
             raise RuntimeError("the progress bar failed to draw")
-
-    def set_postfix_str(self, *a: Any, **k: Any) -> None:
-        pass
-
-    def close(self) -> None:
-        raise RuntimeError("and failed to close")
+        return super().write(text)
 
 
 def test_a_progress_bar_that_raises_ends_the_run_with_a_full_report(
         sandbox: Sandbox, client: Client, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    import tqdm.auto
-
-    monkeypatch.setattr(tqdm.auto, "tqdm", _BrokenBar)
+    terminal = _BrokenTerminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
     ids = sandbox.create_batches(120)
     journal = tmp_path / "j.jsonl"
     with pytest.warns(UserWarning, match="stopped on an error: RuntimeError: the progress bar failed to draw"):
         report = sm.cancel_batches(ids, client=client, workers=4, progress=True, journal=journal)
-    settled(lambda: len(sandbox.requests), len(sandbox.requests))
+    assert terminal.writes >= 2 and "cancelling" in terminal.getvalue()  # the real bar drew, then failed
+    nothing_more_sent(sandbox, requests_seen(sandbox))
     agrees_with_sandbox(report, ids, sandbox)
     assert report.attrs["stopped"] == "error" and "progress bar" in report.attrs["error"]
     skipped = report[report["outcome"] == "skipped"]
@@ -118,7 +108,7 @@ def test_a_sink_that_raises_is_owned_by_the_run(sandbox: Sandbox, client: Client
             raise ValueError("a callback's own bug")
 
     outcome = run(ids, lambda i, stop: client.cancel(i, stop=stop), workers=4, on_result=[callback])
-    settled(lambda: len(sandbox.requests), len(sandbox.requests))
+    nothing_more_sent(sandbox, requests_seen(sandbox))
     results = outcome.results
     assert set(results) == set(ids) and len(seen) == 3
     assert outcome.halt is Halt.ERROR and isinstance(outcome.error, ValueError)
@@ -160,7 +150,7 @@ def test_journal_disk_full_mid_run_returns_the_report(sandbox: Sandbox, client: 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         report = sm.cancel_batches(ids, client=client, workers=8, progress=False, journal=journal)
-    settled(lambda: len(sandbox.requests), len(sandbox.requests))
+    nothing_more_sent(sandbox, requests_seen(sandbox))
     agrees_with_sandbox(report, ids, sandbox)
     assert report.attrs["stopped"] == "error"
     assert "No space left on device" in report.attrs["error"] and str(journal) in report.attrs["error"]
@@ -199,7 +189,7 @@ def test_a_dripping_answer_is_cut_at_the_timeout(behaviour: Any) -> None:
         report = sm.cancel_batches(["qrb_a", "qrb_b"], api_key="k", base_url=h.base_url, timeout=1.0,
                                    max_retries=1, row_deadline=1.5, backoff_base=0.01, progress=False)
         took = time.monotonic() - started
-        settled(h.count, h.count())
+        nothing_more_sent(h, h.count())
     assert list(report["outcome"]) == ["network_error"] * 2
     assert report["error_message"].str.contains("no complete answer within the timeout").all()
     assert (report["elapsed_s"] <= 1.5 + 1.0 + 0.5).all(), report["elapsed_s"]
@@ -216,7 +206,7 @@ def test_a_server_that_never_answers_bounds_every_row(max_retries: int) -> None:
                                    timeout=timeout, row_deadline=row_deadline, max_retries=max_retries,
                                    backoff_base=0.01, backoff_cap=0.05, workers=3, progress=False)
         took = time.monotonic() - started
-        settled(h.count, h.count())
+        nothing_more_sent(h, h.count())
         methods = [r["method"] for r in h.log]
     assert set(report["outcome"]) == {"network_error"}
     # Retries and the verification GETs all fit in the row's deadline plus one exchange.
@@ -249,7 +239,7 @@ def test_enormous_answers_are_cut_and_memory_stays_bounded(behaviour: Any, statu
     with Hostile(lambda m, p: behaviour) as h:
         done = subprocess.run([sys.executable, "-c", _RSS_CHILD, h.base_url], capture_output=True, text=True,
                               timeout=120, cwd=REPO)
-        settled(h.count, h.count())
+        nothing_more_sent(h, h.count())
         sent = h.count()
     assert done.returncode == 0, done.stderr
     out = json.loads(done.stdout.strip().splitlines()[-1])
@@ -273,7 +263,7 @@ def test_absurd_rate_limit_headers_never_break_the_report(limit: str, remaining:
     ids = [f"qrb_{i}" for i in range(5)]
     with Hostile(behave) as h:
         report = sm.cancel_batches(ids, api_key="k", base_url=h.base_url, progress=False)
-        settled(h.count, h.count())
+        nothing_more_sent(h, h.count())
     assert list(report["outcome"]) == ["cancelled"] * 5 and h.count() == 5
     assert str(report["ratelimit_remaining"].dtype) == "Int64" and report["ratelimit_remaining"].isna().all()
     assert report.attrs["ratelimit_limit"] is None and report.attrs["reserve"] == 0
@@ -422,7 +412,7 @@ def test_cli_on_a_cp1252_console_prints_what_it_can_and_writes_out_first(tmp_pat
     with Hostile(behave) as h:
         p = _cli(["cancel", "-f", str(source), "--yes", "--no-progress", "-o", output, "--base-url", h.base_url,
                   "--out", str(out)], key="k")
-        settled(h.count, h.count())
+        nothing_more_sent(h, h.count())
     stderr = p.stderr.decode("cp1252", "replace")
     assert p.returncode == 1, stderr  # one row failed (client_error): documented exit 1, not 3
     assert "Traceback" not in stderr and "configuration error" not in stderr
@@ -528,7 +518,7 @@ def test_get_batches_with_hostile_batch_fields() -> None:
 
 
 def _many_headers(c: Any) -> None:
-    from hostile import head
+    from tests.hostile import head
 
     c.send(head(200, {f"X-H{i}": "v" for i in range(500)}))
 
@@ -543,7 +533,7 @@ def test_an_answer_that_is_not_http_is_a_described_row(raw: Any) -> None:
     with Hostile(lambda m, p: raw) as h:
         report = sm.cancel_batches(["qrb_a", "qrb_b"], api_key="k", base_url=h.base_url, max_retries=1,
                                    backoff_base=0.01, timeout=2, progress=False)
-        settled(h.count, h.count())
+        nothing_more_sent(h, h.count())
     assert list(report["outcome"]) == ["network_error"] * 2
     assert report["error_message"].str.contains("not valid HTTP").all()
     assert report["attempts"].sum() == h.count() == report.attrs["requests_sent"]
@@ -616,7 +606,7 @@ def test_export_keeps_repeated_input_column_names(sandbox: Sandbox, client: Clie
 def test_raw_deflate_bodies_decode_however_they_are_chunked(first: int) -> None:
     import zlib
 
-    from hostile import head
+    from tests.hostile import head
 
     packer = zlib.compressobj(wbits=-zlib.MAX_WBITS)
     body = packer.compress(json.dumps(stopped_batch("qrb_a")).encode()) + packer.flush()

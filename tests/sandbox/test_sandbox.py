@@ -23,6 +23,7 @@ import requests
 
 import smtoolkit.sandbox as sandbox_pkg
 from smtoolkit.sandbox import API_PREFIX, CONTROL_PREFIX, Faults, Sandbox, fingerprint
+from tests.helpers import FakeClock
 
 TIMEOUT = 5.0
 REQUEST_ID = re.compile(r"^[A-Za-z0-9_-]{8,64}$")
@@ -330,30 +331,35 @@ def test_set_status(api: Api, sandbox: Sandbox) -> None:
 
 
 def test_automatic_progression_with_tick() -> None:
-    with own(tick=0.05) as (sb, api):
+    clock = FakeClock()
+    with own(tick=0.05, clock=clock.now) as (sb, api):
         bid = sb.create_batches(1, "QUEUED", queries=3)[0]
         order = {"QUEUED": 0, "RUNNING": 1, "STOPPED": 2}
         seen = [api.get(bid).json()["data"]["status_code"]]
-        deadline = time.monotonic() + 3.0
-        while seen[-1] != "STOPPED" and time.monotonic() < deadline:
-            time.sleep(0.02)
+        for _ in range(100):  # 100 ticks: far more than three queries need
+            if seen[-1] == "STOPPED":
+                break
+            clock.sleep(0.05)
             seen.append(api.get(bid).json()["data"]["status_code"])
         assert seen[-1] == "STOPPED", seen
         assert [order[s] for s in seen] == sorted(order[s] for s in seen)  # never goes back
+        assert len(set(seen)) == 3  # it moved a step at a time, not at once
         assert not known(sb, bid)["cancelled"]
 
 
 def test_stop_delay_answers_running_then_stops() -> None:
-    with own(stop_delay=0.3, already_stopped="conflict") as (sb, api):
+    clock = FakeClock()
+    with own(stop_delay=0.3, already_stopped="conflict", clock=clock.now) as (sb, api):
         bid = sb.create_batches(1)[0]
-        t0 = time.monotonic()
         rec = api.delete(bid).json()["data"]
         assert rec["status_code"] == "RUNNING" and rec["cancel_time"] and rec["end_time"] is None
         assert known(sb, bid)["stop_pending"]
         again = api.delete(bid)  # still stopping: 200 (not 409), nothing applied twice
         assert again.status_code == 200 and again.json()["data"]["status_code"] == "RUNNING"
         assert known(sb, bid)["cancels_applied"] == 1
-        time.sleep(max(0.0, t0 + 0.35 - time.monotonic()))
+        clock.sleep(0.29)
+        assert api.get(bid).json()["data"]["status_code"] == "RUNNING"  # not before the delay
+        clock.sleep(0.02)
         rec = api.get(bid).json()["data"]
         assert rec["status_code"] == "STOPPED" and rec["end_time"] >= rec["cancel_time"]
         assert not known(sb, bid)["stop_pending"]
@@ -381,38 +387,38 @@ def test_status_pagination(api: Api, sandbox: Sandbox) -> None:
 
 # -- rate limits ---------------------------------------------------------------------------------
 def test_hourly_budget_counts_down_refuses_then_resets() -> None:
-    with own(hourly_limit=5, budget_window=1.0) as (sb, api):
+    clock = FakeClock()
+    with own(hourly_limit=5, budget_window=1.0, clock=clock.now) as (sb, api):
         bid = sb.create_batches(1)[0]
-        t0 = time.monotonic()
         remaining = []
         for _ in range(5):
             resp = api.get(bid)
             assert resp.status_code == 200 and resp.headers["X-RateLimit-Limit"] == "5"
             remaining.append(int(resp.headers["X-RateLimit-Remaining"]))
         assert remaining == [4, 3, 2, 1, 0]
+        clock.sleep(0.9375)  # the budget window has not turned over (steps of 1/16 s are exact floats)
         for _ in range(2):  # a refused request costs nothing and changes nothing
             resp = api.delete(bid)
             body = envelope(resp, 429, "TOO_MANY_REQUESTS")
             assert "Hourly" in body["error"]["message"]
             assert resp.headers["X-RateLimit-Remaining"] == "0" and resp.headers["Retry-After"] == "1"
-        assert time.monotonic() - t0 < 1.0, "too slow to observe the window"
         assert known(sb, bid)["deletes"] == 0
-        time.sleep(max(0.0, t0 + 1.05 - time.monotonic()))
+        clock.sleep(0.0625)
         resp = api.delete(bid)
         assert resp.status_code == 200 and resp.headers["X-RateLimit-Remaining"] == "4"
 
 
 def test_per_second_limit() -> None:
-    with own(per_second=3) as (sb, api):
+    clock = FakeClock()
+    with own(per_second=3, clock=clock.now) as (sb, api):
         bid = sb.create_batches(1)[0]
-        t0 = time.monotonic()
         assert [api.get(bid).status_code for _ in range(3)] == [200, 200, 200]
+        clock.sleep(0.9375)  # still within the second (steps of 1/16 s are exact floats)
         resp = api.get(bid)
-        assert time.monotonic() - t0 < 1.0
         body = envelope(resp, 429, "TOO_MANY_REQUESTS")
         assert "per second" in body["error"]["message"]
         assert resp.headers["Retry-After"] == "1" and resp.headers["X-RateLimit-Remaining"] == "4997"
-        time.sleep(max(0.0, t0 + 1.02 - time.monotonic()))
+        clock.sleep(0.0625)
         resp = api.get(bid)
         assert resp.status_code == 200 and resp.headers["X-RateLimit-Remaining"] == "4996"
 
@@ -833,14 +839,15 @@ def test_the_budget_window_and_mode_are_checked_over_the_control_api() -> None:
 
 
 def test_a_rolling_window_gives_each_request_back_a_window_later() -> None:
-    import time
-
-    with Sandbox(hourly_limit=3, budget_window=0.6, budget_mode="rolling") as sb:
+    clock = FakeClock()
+    with Sandbox(hourly_limit=3, budget_window=0.5, budget_mode="rolling", clock=clock.now) as sb:
         first = sb.limits.admit(sb.api_key)
-        time.sleep(0.3)
+        clock.sleep(0.25)  # steps of 1/16 s are exact floats
         sb.limits.admit(sb.api_key)
         third = sb.limits.admit(sb.api_key)
         refused = sb.limits.admit(sb.api_key)
         assert (first.remaining, third.remaining, refused.admitted, refused.reason) == (2, 0, False, "hourly")
-        time.sleep(0.35)  # the first request is a window old: one comes back, not three
+        clock.sleep(0.1875)
+        assert sb.limits.peek(sb.api_key) == (3, 0)  # not yet a window since the first
+        clock.sleep(0.0625)  # the first request is a window old: one comes back, not three
         assert sb.limits.peek(sb.api_key) == (3, 1)
