@@ -16,7 +16,6 @@ import re
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +24,7 @@ import pytest
 
 from smtoolkit.cli import build_parser
 from smtoolkit.sandbox import Sandbox
-from tests.helpers import deleted_ids
+from tests.helpers import deleted_ids, wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 TIMEOUT = 60
@@ -196,10 +195,7 @@ def test_exit_130_on_interrupt(sandbox: Sandbox) -> None:
     p = subprocess.Popen(cmd, env=cli_env(sandbox.api_key), stdin=subprocess.DEVNULL,
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:
-        end = time.monotonic() + 20
-        while not deleted_ids(sandbox) and time.monotonic() < end:
-            time.sleep(0.02)
-        time.sleep(0.3)
+        wait_for(lambda: len(deleted_ids(sandbox)) >= 3, "the CLI's first cancels")  # well under way
         p.send_signal(signal.SIGINT)
         out, err = p.communicate(timeout=TIMEOUT)
     finally:
