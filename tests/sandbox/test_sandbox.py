@@ -7,6 +7,7 @@ features (tick, stop_delay, windows, latency, hang) sleep, and only as long as t
 from __future__ import annotations
 
 import ast
+import gc
 import http.client
 import json
 import re
@@ -432,16 +433,38 @@ def test_limits_change_at_run_time(api: Api, sandbox: Sandbox) -> None:
     assert api.get(bid).status_code == 429
 
 
-def test_keep_alive_requests_are_fast() -> None:
-    """Regression: without TCP_NODELAY each request on a kept-alive connection cost ~40 ms."""
+def _server_end(client: socket.socket) -> socket.socket:
+    """The sandbox's own socket for a connection this process opened to it (same process)."""
+    me = client.getsockname()
+    for obj in gc.get_objects():
+        if isinstance(obj, socket.socket) and obj is not client:
+            try:
+                if obj.getpeername() == me:
+                    return obj
+            except OSError:
+                continue
+    raise AssertionError(f"no server socket has the peer {me}")
+
+
+def test_keep_alive_requests_are_not_held_back() -> None:
+    """Regression: without TCP_NODELAY each request on a kept-alive connection cost ~40 ms
+    (Nagle's algorithm held the body until the client's delayed ACK). Checked on the server's
+    end of the connection, not on the clock; the time 30 requests took is printed."""
     with own(per_second=1000) as (sb, api):
         bid = sb.create_batches(1)[0]
-        api.get(bid)
-        t0 = time.monotonic()
-        for _ in range(30):
-            assert api.get(bid).status_code == 200
-        # Nagle's delayed ACK costs ~40 ms a request (1.2 s for 30); a loaded machine, far less.
-        assert time.monotonic() - t0 < 30 * 0.035
+        conn = http.client.HTTPConnection(*sb.url.removeprefix("http://").rsplit(":", 1), timeout=TIMEOUT)
+        try:
+            t0 = time.monotonic()
+            for _ in range(30):  # one kept-alive connection
+                conn.request("GET", f"{API_PREFIX}/query/batch/{bid}", headers={"Authorization": f"Bearer {sb.api_key}"})
+                resp = conn.getresponse()
+                assert resp.status == 200 and resp.read()
+            took = time.monotonic() - t0
+            assert conn.sock is not None
+            assert _server_end(conn.sock).getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
+        finally:
+            conn.close()
+    print(f"\n30 requests on one kept-alive connection: {took * 1000:.0f} ms (Nagle would add ~1200 ms)")
 
 
 def test_every_answer_has_rate_headers_and_a_unique_request_id(api: Api, sandbox: Sandbox) -> None:
@@ -511,12 +534,15 @@ def test_latency_and_jitter() -> None:
             assert api.get(bid).status_code == 200
             took.append(time.monotonic() - t0)
         assert min(took) >= 0.1
-        assert max(took) < 0.2 + 0.25  # latency + jitter + slack
         assert max(took) - min(took) > 0.005  # jitter varies the delay
-        sb.set_faults(latency=0, jitter=0)
-        t0 = time.monotonic()
-        api.get(bid)
-        assert time.monotonic() - t0 < 0.1
+        print(f"\nlatency 0.1 s + jitter 0.1 s: answers took {', '.join(f'{t:.3f}' for t in took)} s")
+        sb.set_faults(latency=60, jitter=0)
+        with pytest.raises(requests.Timeout):  # the new latency applies at once...
+            fresh(sb, "GET", bid, timeout=0.5)
+        sb.set_faults(latency=0)
+        # ...and so does none: an answer within a timeout far shorter than the old latency
+        # (a hang guard: the answer comes in milliseconds).
+        assert fresh(sb, "GET", bid, timeout=30).status_code == 200
 
 
 def test_error_rate_gives_500_502_503_without_applying() -> None:
@@ -594,12 +620,12 @@ def test_truncate_sends_broken_json_after_applying() -> None:
 
 
 def test_hang_outlasts_a_client_timeout() -> None:
-    with own(faults=Faults(hang_rate=1.0, hang_seconds=2.0)) as (sb, api):
+    with own(faults=Faults(hang_rate=1.0, hang_seconds=60.0)) as (sb, api):
         bid = sb.create_batches(1)[0]
         t0 = time.monotonic()
-        with pytest.raises(requests.Timeout):
+        with pytest.raises(requests.Timeout):  # the server would answer after a minute
             fresh(sb, "GET", bid, timeout=0.5)
-        assert 0.45 < time.monotonic() - t0 < 1.5
+        assert time.monotonic() - t0 >= 0.45  # the client's timeout ended it, nothing sooner
         assert sb.requests[-1]["fault"] == "hang"
         sb.set_faults(hang_rate=0)
         assert fresh(sb, "GET", bid, timeout=0.5).status_code == 200
