@@ -7,11 +7,13 @@ import os
 import socket
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
 
 from smtoolkit.sandbox import Sandbox
+from tests.helpers import GUARD
 from tests.served import ServedPanel, run_panel
 
 KEY = "sbx_SERVER-SECRET-KEY_8d2f6b0c41"
@@ -157,47 +159,56 @@ def test_a_port_in_use_is_refused_with_exit_2(keyed_sandbox: Sandbox, tmp_path: 
 
 def test_ctrl_c_stops_the_page_where_asyncio_has_no_signal_handlers(monkeypatch: pytest.MonkeyPatch) -> None:
     """Windows: the event loop cannot add signal handlers, so plain signal handlers stop it, and
-    a periodic wake-up lets Ctrl-C reach a blocked select(). Simulated on this machine."""
+    a periodic wake-up lets Ctrl-C reach a blocked select(). Simulated on this machine: a real
+    tornado loop on an asyncio loop that refuses signal handlers as the Proactor loop does,
+    os.name "nt", no SIGTERM, and a real SIGINT."""
+    import asyncio
+    import selectors
     import signal
+
+    from tornado.platform.asyncio import AsyncIOLoop
 
     from smtoolkit import panel_server
 
-    calls: list[str] = []
+    class Selector(selectors.DefaultSelector):
+        """A real selector that records how long each select() was allowed to block."""
 
-    class Loop:
+        def __init__(self) -> None:
+            super().__init__()
+            self.timeouts: list[float | None] = []
+
+        def select(self, timeout: float | None = None) -> list[Any]:
+            self.timeouts.append(timeout)
+            return super().select(timeout)
+
+    class WindowsLikeLoop(asyncio.SelectorEventLoop):
         def add_signal_handler(self, *a: object) -> None:
             raise NotImplementedError  # what asyncio's Proactor loop does on Windows
 
-        def call_soon_threadsafe(self, fn: object) -> None:
-            calls.append("scheduled")
-            fn()  # type: ignore[operator]
-
-    class IOLoop:
-        asyncio_loop = Loop()
-
-        def stop(self) -> None:
-            calls.append("stopped")
-
-    installed: dict[int, object] = {}
-    monkeypatch.setattr(signal, "signal", lambda sig, handler: installed.__setitem__(sig, handler))
-    monkeypatch.delattr(signal, "SIGTERM", raising=False)  # as on Windows, where only some exist
-    started: list[int] = []
-
-    class Periodic:
-        def __init__(self, fn: object, ms: int) -> None:
-            started.append(ms)
-
-        def start(self) -> None:
-            started.append(0)
-
-    import tornado.ioloop
-
-    monkeypatch.setattr(tornado.ioloop, "PeriodicCallback", Periodic)
-    monkeypatch.setattr(panel_server.os, "name", "nt")
-    panel_server._stop_on_signals(IOLoop())
-    assert list(installed) == [signal.SIGINT] and started == [500, 0]
-    installed[signal.SIGINT](signal.SIGINT, None)  # type: ignore[operator]  # Ctrl-C arrives
-    assert calls == ["scheduled", "stopped"]
+    selector = Selector()
+    loop = WindowsLikeLoop(selector)
+    ioloop = AsyncIOLoop(asyncio_loop=loop)
+    before = signal.getsignal(signal.SIGINT)
+    asyncio.set_event_loop(loop)
+    guarded: list[bool] = []
+    try:
+        with monkeypatch.context() as m:
+            m.delattr(signal, "SIGTERM", raising=False)  # as on Windows, where only some exist
+            m.setattr(os, "name", "nt")
+            panel_server._stop_on_signals(ioloop)
+        assert signal.getsignal(signal.SIGINT) is not before  # a plain handler, as on Windows
+        # Ctrl-C comes while the loop idles (2 s in: time for the wake-ups to show).
+        ioloop.call_later(2.0, signal.raise_signal, signal.SIGINT)
+        ioloop.call_later(GUARD, lambda: (guarded.append(True), ioloop.stop()))
+        ioloop.start()  # returns once stopped
+    finally:
+        signal.signal(signal.SIGINT, before)
+        asyncio.set_event_loop(None)
+        ioloop.close(all_fds=True)
+    assert not guarded, "Ctrl-C did not stop the loop"
+    # Idle, the loop never blocked for longer than the 500 ms wake-up (else up to the 2 s).
+    idle = [t for t in selector.timeouts if t]
+    assert idle and max(idle) <= 0.5, selector.timeouts
 
 
 def other_loopback_addresses() -> list[str]:
