@@ -11,7 +11,7 @@ import pytest
 
 from smtoolkit import Client
 from smtoolkit.sandbox import Sandbox
-from tests.helpers import fast_client
+from tests.helpers import Api, fast_client
 
 
 @pytest.fixture(autouse=True)
@@ -38,3 +38,10 @@ def client(sandbox: Sandbox) -> Iterator[Client]:
     """A client for `sandbox` with fast backoff so retry tests stay quick."""
     with fast_client(sandbox) as c:
         yield c
+
+
+@pytest.fixture
+def api(sandbox: Sandbox) -> Iterator[Api]:
+    """A requests session pointed at `sandbox`'s API, with its key."""
+    with Api(sandbox) as a:
+        yield a

@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
+import json
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
+import requests
+
 from smtoolkit import Client
+from smtoolkit.sandbox import Sandbox
 
 #: Seconds after which a wait for an event gives up and fails: it only turns a hang into a
 #: clear failure (every wait below ends on its event, usually in milliseconds).
 GUARD = 120.0
+API_TIMEOUT = 5.0  # seconds, for one request of a test to the sandbox
 
 
 def wait_for(condition: Callable[[], Any], what: str, guard: float = GUARD) -> Any:
@@ -57,6 +64,66 @@ def fast_client(server: Any, **settings: Any) -> Client:
     opts: dict[str, Any] = {"timeout": 5.0, "backoff_base": 0.05, "backoff_cap": 0.3}
     opts.update(settings)
     return Client(api_key=key, base_url=server.base_url, **opts)
+
+
+class Api:
+    """A requests.Session pointed at a sandbox's API."""
+
+    def __init__(self, sb: Sandbox, key: str | None = None, auth: str | None = None) -> None:
+        self.sb = sb
+        self.s = requests.Session()
+        if auth is not None:
+            self.s.headers["Authorization"] = auth
+        elif key != "":
+            self.s.headers["Authorization"] = f"Bearer {key or sb.api_key}"
+
+    def url(self, bid: str = "", status: bool = False) -> str:
+        return f"{self.sb.base_url}/query/batch" + (f"/{bid}" if bid else "") + ("/status" if status else "")
+
+    def get(self, bid: str, **kw: Any) -> requests.Response:
+        return self.s.get(self.url(bid), timeout=kw.pop("timeout", API_TIMEOUT), **kw)
+
+    def delete(self, bid: str, **kw: Any) -> requests.Response:
+        return self.s.delete(self.url(bid), timeout=kw.pop("timeout", API_TIMEOUT), **kw)
+
+    def status(self, bid: str, **params: Any) -> requests.Response:
+        return self.s.get(self.url(bid, status=True), params=params, timeout=API_TIMEOUT)
+
+    def create(self, body: Any = None, data: bytes | None = None) -> requests.Response:
+        if data is not None:
+            return self.s.post(self.url(), data=data, timeout=API_TIMEOUT)
+        return self.s.post(self.url(), json=body, timeout=API_TIMEOUT)
+
+    def close(self) -> None:
+        self.s.close()
+
+    def __enter__(self) -> Api:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+@contextmanager
+def own(**settings: Any) -> Iterator[tuple[Sandbox, Api]]:
+    """A sandbox of a test's own, with non-default `settings`, and a session for it."""
+    with Sandbox(**settings) as sb, Api(sb) as api:
+        yield sb, api
+
+
+def known(sb: Sandbox, batch_id: str) -> dict[str, Any]:
+    """The sandbox's truth about a batch it must know."""
+    truth = sb.batch(batch_id)
+    assert truth is not None, batch_id
+    return truth
+
+
+def audit_lines(path: Path) -> list[dict[str, Any]]:
+    """The records of an audit trail (none if it was never written), split as JSON Lines are:
+    on "\\n" only (U+2028 may sit inside a string)."""
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").split("\n") if line]
 
 
 def deletes(sb: Any) -> list[dict[str, Any]]:

@@ -30,7 +30,7 @@ import pytest
 import requests
 
 from smtoolkit.sandbox import Sandbox
-from tests.browser.chromium import ARTIFACTS, CHROMIUM, FLAGS
+from tests.browser.chromium import ARTIFACTS, CHROMIUM, chromium_page
 
 ROOT = Path(__file__).parents[2]
 NOTEBOOK = ROOT / "notebooks" / "cleanup.ipynb"
@@ -211,12 +211,10 @@ def test_cleanup_notebook_in_chromium(session: Session) -> None:
     ARTIFACTS.mkdir(exist_ok=True)
     (ARTIFACTS / f"{app.name}-failure.png").unlink(missing_ok=True)
     started = time.monotonic()
-    with playwright_sync.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=FLAGS)
+    with chromium_page(1280, 1000) as page:
+        console_errors: list[str] = []
+        page.on("console", lambda m: console_errors.append(m.text) if m.type == "error" else None)
         try:
-            page = browser.new_page(viewport={"width": 1280, "height": 1000})
-            console_errors: list[str] = []
-            page.on("console", lambda m: console_errors.append(m.text) if m.type == "error" else None)
             try:
                 _drive(page, s)
             except BaseException:
@@ -225,8 +223,6 @@ def test_cleanup_notebook_in_chromium(session: Session) -> None:
                 raise
         except (AssertionError, playwright_sync.Error) as exc:
             raise AssertionError(f"{exc}\nbrowser console errors: {console_errors[-10:]}" + s.log_tail()) from exc
-        finally:
-            browser.close()
     print(f"{app.name}: {time.monotonic() - started:.1f} s in the browser")
     for shot in ("after-run-all", "progress-bars", "panel-after-cancel"):
         assert (ARTIFACTS / f"{app.name}-{shot}.png").stat().st_size > 10_000, shot

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import socket
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,13 +16,8 @@ from tests.helpers import GUARD
 from tests.served import ServedPanel, run_panel
 
 KEY = "sbx_SERVER-SECRET-KEY_8d2f6b0c41"
+pytestmark = pytest.mark.sandbox(api_key=KEY, seed=9)  # the `sandbox` fixture, with this key
 posix_only = pytest.mark.skipif(os.name != "posix", reason="Ctrl-C is sent as SIGINT")
-
-
-@pytest.fixture
-def keyed_sandbox() -> Iterator[Sandbox]:
-    with Sandbox(api_key=KEY, seed=9) as sb:
-        yield sb
 
 
 def free_port() -> int:
@@ -99,9 +93,9 @@ def test_panel_is_in_the_help_with_its_exit_codes(tmp_path: Path) -> None:
 
 @posix_only
 def test_the_printed_url_is_the_one_that_works_and_ctrl_c_stops_cleanly(
-        keyed_sandbox: Sandbox, tmp_path: Path) -> None:
+        sandbox: Sandbox, tmp_path: Path) -> None:
     pytest.importorskip("voila", reason="pip install -e '.[browser]'")
-    served = ServedPanel(tmp_path, key=KEY, base_url=keyed_sandbox.base_url)
+    served = ServedPanel(tmp_path, key=KEY, base_url=sandbox.base_url)
     try:
         out = served.out()
         token = served.url.split("?token=")[1]
@@ -130,10 +124,10 @@ def test_the_printed_url_is_the_one_that_works_and_ctrl_c_stops_cleanly(
 
 
 @posix_only
-def test_a_token_from_the_environment_works_and_is_never_printed(keyed_sandbox: Sandbox, tmp_path: Path) -> None:
+def test_a_token_from_the_environment_works_and_is_never_printed(sandbox: Sandbox, tmp_path: Path) -> None:
     pytest.importorskip("voila", reason="pip install -e '.[browser]'")
     token = "env-token-" + "7" * 22
-    served = ServedPanel(tmp_path, key=KEY, base_url=keyed_sandbox.base_url, token=token)
+    served = ServedPanel(tmp_path, key=KEY, base_url=sandbox.base_url, token=token)
     try:
         assert "?token=" not in served.url and token not in served.out()
         assert "SMTK_PANEL_TOKEN" in served.out()
@@ -145,13 +139,13 @@ def test_a_token_from_the_environment_works_and_is_never_printed(keyed_sandbox: 
     assert token not in served.out() + served.err()
 
 
-def test_a_port_in_use_is_refused_with_exit_2(keyed_sandbox: Sandbox, tmp_path: Path) -> None:
+def test_a_port_in_use_is_refused_with_exit_2(sandbox: Sandbox, tmp_path: Path) -> None:
     pytest.importorskip("voila", reason="pip install -e '.[browser]'")
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        done = run_panel(tmp_path, "--port", str(port), key=KEY, base_url=keyed_sandbox.base_url)
+        done = run_panel(tmp_path, "--port", str(port), key=KEY, base_url=sandbox.base_url)
     assert done.returncode == 2, done.stderr[-2000:]
     assert f"cannot listen on 127.0.0.1:{port}" in done.stderr and "Traceback" not in done.stderr
     assert done.stdout == "" and KEY not in done.stderr
@@ -226,14 +220,14 @@ def other_loopback_addresses() -> list[str]:
 
 @posix_only
 def test_pages_past_the_caps_are_refused_with_503_and_no_kernel_while_the_open_ones_stay(
-        keyed_sandbox: Sandbox, tmp_path: Path) -> None:
+        sandbox: Sandbox, tmp_path: Path) -> None:
     """A script loading the page in a loop: past 2 pages from its address, and past 3 on the
     server, each load is answered 503 "Too many open pages" with Retry-After, before any kernel
     starts; the kernel count, and with it the memory, stays at the cap."""
     pytest.importorskip("voila", reason="pip install -e '.[browser]'")
     second, third = other_loopback_addresses()
     served = ServedPanel(tmp_path, "--max-visitors", "3", "--max-pages-per-visitor", "2", "--connect-timeout", "600",
-                         key=KEY, base_url=keyed_sandbox.base_url)
+                         key=KEY, base_url=sandbox.base_url)
     try:
         assert "Open pages: at most 3, 2 per visitor address" in served.out()
         assert [served.get_page()[0] for _ in range(2)] == [200, 200]
@@ -264,7 +258,7 @@ def test_pages_past_the_caps_are_refused_with_503_and_no_kernel_while_the_open_o
 
 @posix_only
 def test_a_kernel_whose_page_never_connects_is_ended_and_its_place_freed(
-        keyed_sandbox: Sandbox, tmp_path: Path) -> None:
+        sandbox: Sandbox, tmp_path: Path) -> None:
     """Loaded by a script, the page never opens its kernel connection: its kernel is ended after
     the (here 3 s) connect timeout, and the server admits a page again."""
     import re
@@ -272,7 +266,7 @@ def test_a_kernel_whose_page_never_connects_is_ended_and_its_place_freed(
 
     pytest.importorskip("voila", reason="pip install -e '.[browser]'")
     served = ServedPanel(tmp_path, "--max-visitors", "1", "--connect-timeout", "3", key=KEY,
-                         base_url=keyed_sandbox.base_url)
+                         base_url=sandbox.base_url)
     try:
         assert served.get_page()[0] == 200
         started = re.findall(r"Kernel started: ([0-9a-f-]{36})", served.err())

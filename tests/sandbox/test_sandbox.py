@@ -13,8 +13,6 @@ import json
 import re
 import socket
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import fields
 from pathlib import Path
 from typing import Any
@@ -24,68 +22,15 @@ import requests
 
 import smtoolkit.sandbox as sandbox_pkg
 from smtoolkit.sandbox import API_PREFIX, CONTROL_PREFIX, Faults, Sandbox, fingerprint
-from tests.helpers import FakeClock
+from tests.helpers import Api, FakeClock, known, own
 
 TIMEOUT = 5.0
 REQUEST_ID = re.compile(r"^[A-Za-z0-9_-]{8,64}$")
 ISO = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 
 
-def known(sb: Sandbox, batch_id: str) -> dict[str, Any]:
-    """The sandbox's truth about a batch it must know."""
-    truth = sb.batch(batch_id)
-    assert truth is not None, batch_id
-    return truth
 
 
-class Api:
-    """A requests.Session pointed at a sandbox's API."""
-
-    def __init__(self, sb: Sandbox, key: str | None = None, auth: str | None = None) -> None:
-        self.sb = sb
-        self.s = requests.Session()
-        if auth is not None:
-            self.s.headers["Authorization"] = auth
-        elif key != "":
-            self.s.headers["Authorization"] = f"Bearer {key or sb.api_key}"
-
-    def url(self, bid: str = "", status: bool = False) -> str:
-        return f"{self.sb.base_url}/query/batch" + (f"/{bid}" if bid else "") + ("/status" if status else "")
-
-    def get(self, bid: str, **kw: Any) -> requests.Response:
-        return self.s.get(self.url(bid), timeout=kw.pop("timeout", TIMEOUT), **kw)
-
-    def delete(self, bid: str, **kw: Any) -> requests.Response:
-        return self.s.delete(self.url(bid), timeout=kw.pop("timeout", TIMEOUT), **kw)
-
-    def status(self, bid: str, **params: Any) -> requests.Response:
-        return self.s.get(self.url(bid, status=True), params=params, timeout=TIMEOUT)
-
-    def create(self, body: Any = None, data: bytes | None = None) -> requests.Response:
-        if data is not None:
-            return self.s.post(self.url(), data=data, timeout=TIMEOUT)
-        return self.s.post(self.url(), json=body, timeout=TIMEOUT)
-
-    def close(self) -> None:
-        self.s.close()
-
-
-@contextmanager
-def own(**kwargs: Any) -> Iterator[tuple[Sandbox, Api]]:
-    """A sandbox with non-default settings and a session for it."""
-    with Sandbox(**kwargs) as sb:
-        api = Api(sb)
-        try:
-            yield sb, api
-        finally:
-            api.close()
-
-
-@pytest.fixture
-def api(sandbox: Sandbox) -> Iterator[Api]:
-    a = Api(sandbox)
-    yield a
-    a.close()
 
 
 def control(sb: Sandbox, method: str, route: str, body: Any = None) -> requests.Response:
