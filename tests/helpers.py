@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -18,6 +21,7 @@ from smtoolkit.sandbox import Sandbox
 #: Seconds after which a wait for an event gives up and fails: it only turns a hang into a
 #: clear failure (every wait below ends on its event, usually in milliseconds).
 GUARD = 120.0
+CLI_TIMEOUT = 60.0  # seconds: a hang guard for one CLI process
 API_TIMEOUT = 5.0  # seconds, for one request of a test to the sandbox
 
 
@@ -53,8 +57,9 @@ def nothing_more_sent(server: Any, seen: int, ended: Callable[[], object] = run_
     can still send (by default: every worker thread joined; for the CLI, its process exited;
     for the panel, its run thread joined). The server's log is then read once."""
     ended()
-    now = requests_seen(server)
-    assert now == seen, f"{now - seen} request(s) reached the server after the run returned"
+    log = list(server.requests if hasattr(server, "requests") else server.log)
+    late = [{k: e.get(k) for k in ("seq", "method", "path", "status", "fault")} for e in log[seen:]]
+    assert len(log) == seen, f"{len(log) - seen} request(s) reached the server after the run returned: {late}"
 
 
 def fast_client(server: Any, **settings: Any) -> Client:
@@ -116,6 +121,39 @@ def known(sb: Sandbox, batch_id: str) -> dict[str, Any]:
     truth = sb.batch(batch_id)
     assert truth is not None, batch_id
     return truth
+
+
+def cli_env(key: str | None) -> dict[str, str]:
+    """The test's environment without any SUPERMETRICS_* setting, plus the key if given."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SUPERMETRICS_")}
+    env["PYTHONIOENCODING"] = "utf-8"
+    if key is not None:
+        env["SUPERMETRICS_API_KEY"] = key
+    return env
+
+
+def check_no_leak(sb: Any, *texts: str) -> None:
+    """No traceback, and never the sandbox's key, in what the CLI printed."""
+    for text in texts:
+        assert "Traceback" not in text, text
+        if sb is not None:
+            assert sb.api_key not in text
+
+
+def run_cli(sb: Any, *args: str, key: Any = "sandbox", input: str | None = None,
+            base_url: bool = True, cwd: Path | None = None,
+            argv0: list[str] | None = None) -> subprocess.CompletedProcess[str]:
+    """Run the CLI to completion. `key="sandbox"` uses the sandbox's key; None sets none."""
+    if key == "sandbox":
+        key = sb.api_key if sb is not None else None
+    cmd = [*(argv0 or [sys.executable, "-m", "smtoolkit"]), *args]
+    if base_url and sb is not None:
+        cmd += ["--base-url", sb.base_url]
+    p = subprocess.run(cmd, env=cli_env(key), capture_output=True, text=True, timeout=CLI_TIMEOUT,
+                       input=input, stdin=subprocess.DEVNULL if input is None else None,
+                       start_new_session=True, cwd=cwd)
+    check_no_leak(sb, p.stdout, p.stderr)
+    return p
 
 
 def audit_lines(path: Path) -> list[dict[str, Any]]:

@@ -14,9 +14,7 @@ import pytest
 import smtoolkit as sm
 from smtoolkit import Client
 from smtoolkit.sandbox import Sandbox
-from tests.helpers import GUARD, nothing_more_sent, wait_for
-
-from .test_cli import run_cli
+from tests.helpers import GUARD, nothing_more_sent, run_cli, wait_for
 
 LIMIT, KEPT, WINDOW, EVERY = 20, 5, 2.0, 0.5  # 15 spendable requests per two-second "hour"
 MODES = ["fixed", "rolling"]

@@ -30,7 +30,7 @@ import smtoolkit as sm
 from smtoolkit import Client
 from smtoolkit.errors import JournalError
 from smtoolkit.sandbox import Sandbox
-from tests.helpers import deleted_ids, nothing_more_sent, requests_seen, wait_for
+from tests.helpers import cli_env, deleted_ids, nothing_more_sent, requests_seen, wait_for
 from tests.hostile import (
     Hostile,
     drip_body,
@@ -398,8 +398,7 @@ def test_two_runs_sharing_a_client_count_only_their_own_requests(sandbox: Sandbo
 
 
 def _cli(args: list[str], key: str, encoding: str = "cp1252", timeout: float = 120) -> subprocess.CompletedProcess[bytes]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SUPERMETRICS_")}
-    env.update(SUPERMETRICS_API_KEY=key, PYTHONIOENCODING=encoding)
+    env = {**cli_env(key), "PYTHONIOENCODING": encoding}
     return subprocess.run([sys.executable, "-m", "smtoolkit", *args], env=env, capture_output=True,
                           timeout=timeout, stdin=subprocess.DEVNULL, cwd=REPO)
 

@@ -63,14 +63,8 @@ def look_up(panel: CancelPanel, batch_id: str) -> None:
 
 
 @pytest.fixture
-def fast(sandbox: Sandbox) -> Iterator[Client]:
-    with fast_client(sandbox) as c:
-        yield c
-
-
-@pytest.fixture
-def panel(fast: Client) -> Iterator[CancelPanel]:
-    p = CancelPanel(client=fast)
+def panel(client: Client) -> Iterator[CancelPanel]:
+    p = CancelPanel(client=client)
     yield p
     p.wait()
     p.close()
