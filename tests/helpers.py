@@ -25,12 +25,14 @@ CLI_TIMEOUT = 60.0  # seconds: a hang guard for one CLI process
 API_TIMEOUT = 5.0  # seconds, for one request of a test to the sandbox
 
 
-def wait_for(condition: Callable[[], Any], what: str, guard: float = GUARD) -> Any:
+def wait_for(condition: Callable[[], Any], what: str, guard: float = GUARD,
+             detail: Callable[[], str] = str) -> Any:
     """Poll `condition` until it returns something truthy and return that; fail saying `what`
-    was awaited if `guard` seconds pass first (a hang, never a slow machine)."""
+    was awaited (and `detail()`, e.g. a server's log) if `guard` seconds pass first: a hang,
+    never a slow machine. `condition` may itself fail at once (say, when a process died)."""
     give_up = time.monotonic() + guard
     while not (found := condition()):
-        assert time.monotonic() < give_up, f"gave up after {guard:g} s waiting for {what}"
+        assert time.monotonic() < give_up, f"gave up after {guard:g} s waiting for {what}{detail()}"
         time.sleep(0.01)  # the one polling interval of the suite's waits
     return found
 

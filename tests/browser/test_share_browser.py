@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import socket
-import time
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +19,7 @@ import pytest
 
 from smtoolkit.sandbox import Sandbox
 from tests.browser.chromium import ARTIFACTS, CHROMIUM, chromium_page
-from tests.helpers import SandboxAnswers, audit_lines
+from tests.helpers import SandboxAnswers, audit_lines, wait_for
 from tests.served import ServedPanel, run_panel
 
 ROOT = Path(__file__).parents[2]
@@ -86,8 +85,7 @@ def test_without_the_token_the_page_is_refused_and_no_kernel_starts(
                 assert page.locator("#password_input").count() == 1
                 assert page.locator(".smtk-notice, .widget-text").count() == 0
             screenshot(page, "share-refused.png")
-            time.sleep(1.0)  # a kernel would have been started by now
-            assert served.kernels() == []
+            assert served.kernels() == []  # (and none starts later: see the count after login)
             assert answers.answers == [] and audit_lines(served.audit) == []
 
             # The login page takes the token (and offers no "set a password" form).
@@ -96,6 +94,8 @@ def test_without_the_token_the_page_is_refused_and_no_kernel_starts(
             page.click("#login_submit")
             page.locator(".smtk-notice").wait_for(timeout=90_000)
             assert len(served.kernels()) == 1
+            # The server's log is in order: the refused visits came before this kernel's start.
+            assert served.err().count("Kernel started") == 1, served.err()[-3000:]
     finally:
         stop_and_check_output(served)
     assert served.kernels() == []
@@ -169,13 +169,17 @@ def test_ask_key_requires_a_key_before_anything_is_sent(
             wait_for_text(page, "body", "no API key")
             page.locator(BUTTON, has_text="Cancel batch").click()
             page.locator(BUTTON, has_text="Confirm cancel").click(timeout=5_000, force=True)
-            time.sleep(1.0)
-            assert answers.answers == [] and audit_lines(served.audit) == []  # nothing sent, nothing done
+            assert answers.answers == [] and audit_lines(served.audit) == []  # nothing sent, nothing done...
             screenshot(page, "share-ask-key-refused.png")
 
             key_box.fill(KEY)
             page.locator(BUTTON, has_text="Look up").click()
             wait_for_text(page, ".smtk-card", "RUNNING")
+            # ...nor later: the kernel takes the page's messages in order and runs one request at
+            # a time, so this look-up's answer comes after anything the clicks above started.
+            assert [(a["method"], a["path"].endswith("/status")) for a in answers.answers] == [
+                ("GET", False), ("GET", True)], answers.answers  # the look-up's two requests only
+            assert [x["action"] for x in audit_lines(served.audit)] == ["lookup"]
             page.locator(BUTTON, has_text="Cancel batch").click()
             page.locator(BUTTON, has_text="Confirm cancel").click()
             wait_for_text(page, ".smtk-card", "Cancel: cancelled")
@@ -186,10 +190,7 @@ def test_ask_key_requires_a_key_before_anything_is_sent(
             # Leaving the page ends its kernel, and with it the key typed there.
             assert len(served.kernels()) == 1
             page.goto("about:blank")
-            deadline = time.monotonic() + 20
-            while served.kernels() and time.monotonic() < deadline:
-                time.sleep(0.2)
-            assert served.kernels() == []
+            wait_for(lambda: not served.kernels(), "the page's kernel to end")
     finally:
         stop_and_check_output(served)
     assert sb.batch(target)["cancelled"] is True  # type: ignore[index]

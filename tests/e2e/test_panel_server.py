@@ -12,7 +12,7 @@ import pytest
 import requests
 
 from smtoolkit.sandbox import Sandbox
-from tests.helpers import GUARD
+from tests.helpers import GUARD, wait_for
 from tests.served import ServedPanel, run_panel
 
 KEY = "sbx_SERVER-SECRET-KEY_8d2f6b0c41"
@@ -262,7 +262,6 @@ def test_a_kernel_whose_page_never_connects_is_ended_and_its_place_freed(
     """Loaded by a script, the page never opens its kernel connection: its kernel is ended after
     the (here 3 s) connect timeout, and the server admits a page again."""
     import re
-    import time
 
     pytest.importorskip("voila", reason="pip install -e '.[browser]'")
     served = ServedPanel(tmp_path, "--max-visitors", "1", "--connect-timeout", "3", key=KEY,
@@ -271,13 +270,11 @@ def test_a_kernel_whose_page_never_connects_is_ended_and_its_place_freed(
         assert served.get_page()[0] == 200
         started = re.findall(r"Kernel started: ([0-9a-f-]{36})", served.err())
         assert len(started) == 1 and len(served.kernels()) == 1
-        guard = time.monotonic() + 120  # the event comes after about 3 s; the guard only stops a hang
-        while served.kernels() and time.monotonic() < guard:
-            time.sleep(0.2)
-        assert served.kernels() == []
+        wait_for(lambda: not served.kernels(), "the unconnected kernel to be ended (after about 3 s)")
         assert f"ending kernel {started[0]}: its page did not connect within 3 s" in served.err()
-        while (status := served.get_page()[0]) == 503 and time.monotonic() < guard:  # freed as it leaves the map
-            time.sleep(0.2)
+        # Freed as it leaves the map: the next loads are refused until then, and the first
+        # admitted one answers 200.
+        status = wait_for(lambda: (code := served.get_page()[0]) != 503 and code, "a page to be admitted again")
         assert status == 200 and len(served.kernels()) == 1
     finally:
         assert served.stop() == 0
