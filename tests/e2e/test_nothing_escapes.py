@@ -559,6 +559,9 @@ def test_an_answer_that_is_not_http_is_a_described_row(raw: Any) -> None:
 
 def test_an_answer_that_lands_while_the_run_settles_is_never_reported_as_not_sent(
         monkeypatch: pytest.MonkeyPatch) -> None:
+    """The race: the settling thread finds the answer queue empty, is paused, and the answer
+    lands meanwhile. The runner offers no seam to pause its thread there, so stdlib's
+    queue.Queue stands in for a scheduler that pauses it (the one patch left in the suite)."""
     import queue
 
     from smtoolkit import runner
@@ -568,10 +571,10 @@ def test_an_answer_that_lands_while_the_run_settles_is_never_reported_as_not_sen
             try:
                 return super().get_nowait()
             except queue.Empty:
-                time.sleep(0.3)
+                time.sleep(0.3)  # the scheduler pausing the main thread here (no seam: see the docstring)
                 raise
 
-    monkeypatch.setattr(runner.queue, "Queue", SlowWhenEmpty)
+    monkeypatch.setattr(queue, "Queue", SlowWhenEmpty)
     sent: list[str] = []
 
     def operation(batch_id: str, stop: threading.Event) -> sm.Result:

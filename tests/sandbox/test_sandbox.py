@@ -1,7 +1,8 @@
 """The sandbox over real HTTP on 127.0.0.1 (requests, never mocks): endpoints, auth, cancel
 semantics, progression, pagination, rate limits, the request log, every fault mode, the
-control API and the loopback guard. Manual progression is the default, so only the timing
-features (tick, stop_delay, windows, latency, hang) sleep, and only as long as they must.
+control API and the loopback guard. Manual progression is the default, and the windows, tick
+and stop_delay run on a fake clock (`Sandbox(clock=...)`), so no test sleeps; only latency and
+hang take real time, as long as the server's delay.
 """
 
 from __future__ import annotations
