@@ -31,7 +31,7 @@ REJECTED_SHOWN = 20  # invalid/duplicate input rows listed by name (all are in `
 _GRID_OPTIONS: dict[str, Any] = {
     "maxBytes": 0,  # never downsample: a downsampled table lets only visible rows be selected
     "select": {"style": "multi+shift"},
-    "pageLength": 15,
+    "pageLength": 10,
     "classes": "display compact nowrap",
 }
 
@@ -60,13 +60,15 @@ class ConsoleView:
                                        layout=widgets.Layout(width="240px"))
         self.description = widgets.Text(description="Description", placeholder="contains (any case)",
                                         layout=widgets.Layout(width="300px"))
-        self.select_button = widgets.Button(description="Select all matching", icon="check-square")
-        self.clear_button = widgets.Button(description="Clear selection", icon="square")
+        auto = widgets.Layout(width="auto")
+        self.select_button = widgets.Button(description="Select all matching", icon="check-square", layout=auto)
+        self.clear_button = widgets.Button(description="Clear selection", icon="square", layout=auto)
         self.count = widgets.Label(value="")
         self.grid = ITable(pd.DataFrame({c: [] for c in GRID_COLUMNS}), **_GRID_OPTIONS)
         self.refresh_all = widgets.Button(description="Refresh all", icon="refresh")
         self.refresh_selected = widgets.Button(description="Refresh selected", icon="refresh")
-        self.cancel_button = widgets.Button(description="Cancel selected…", button_style="warning", icon="stop")
+        self.cancel_button = widgets.Button(description="Cancel selected…", button_style="warning", icon="stop",
+                                           layout=auto)
         self.confirm_button = widgets.Button(description="Confirm", button_style="danger", icon="check",
                                              disabled=True)
         self.stop_button = widgets.Button(description="Stop", icon="hand-paper-o", disabled=True)
