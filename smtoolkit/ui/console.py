@@ -309,7 +309,7 @@ class CancelConsole:
                                 on_result=self._collect, stop=stop)
         self._last_lookup = report
         self._apply_report(report, cancel=False)
-        self.view.say(*_summary("Looked up", report))
+        self.view.say(*_summary("Look-up", report))
 
     def _run_cancel(self, ids: tuple[str, ...], stop: threading.Event) -> None:
         report = cancel_batches(list(ids), client=self._client, progress=False, journal=self._journal,
