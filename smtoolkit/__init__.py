@@ -20,9 +20,11 @@ if TYPE_CHECKING:
     from .client import Client
     from .core.outcomes import FINAL, Outcome, Result
     from .frames import export_csv, summarize
+    from .ui.console import CancelConsole
     from .ui.panel import CancelPanel
 
 __all__ = [
+    "CancelConsole",
     "CancelPanel",
     "Client",
     "ConfigError",
@@ -43,6 +45,7 @@ __all__ = [
 
 # Where each lazily imported public name lives.
 _LAZY = {
+    "CancelConsole": ".ui.console",
     "CancelPanel": ".ui.panel",
     "Client": ".client",
     "FINAL": ".core.outcomes",

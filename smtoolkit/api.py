@@ -110,6 +110,8 @@ def cancel_batches(
     journal: str | os.PathLike[str] | None = None,
     wait_for_budget: float | None = None,
     budget_check_every: float = 60.0,
+    on_result: Callable[[Result], None] | None = None,
+    stop: threading.Event | None = None,
     **client_kwargs: Any,
 ) -> pd.DataFrame:
     """Cancel every batch in `batches` and return a report with one row per input row.
@@ -130,6 +132,11 @@ def cancel_batches(
     is sent: `network_error`/CONNECT_FAILED, the rest `skipped`/SKIPPED_UNREACHABLE), and on
     any error inside the run (a journal the disk refuses, a
     progress bar that fails), with `report.attrs["stopped"]` saying why. See the README.
+
+    `on_result(result)` is called in the run's own thread for each result as it arrives,
+    after the journal has it; if it raises, the run halts as for any failing sink. Setting
+    `stop` (a `threading.Event`) halts the run as Ctrl-C does: nothing new is sent, rows not
+    sent are `skipped`/INTERRUPTED, and the report is returned.
     """
     workers = _check_workers(workers)
     wait = _check_wait(wait)
@@ -162,11 +169,13 @@ def cancel_batches(
             sinks: list[Callable[[Result], None]] = [budget_check, bar.update]
             if jr is not None and jr.write:
                 sinks.insert(0, jr.append)
+            halting = _Halting(stop, bar.tick)
+            sinks += [on_result, halting.check] if on_result is not None else [halting.check]
             operation: Callable[[str, threading.Event], Result] = poller
             if dry_run:
                 operation = lambda i, stop: c.lookup(i, stop=stop, tally=tally, budget_wait=patience)  # noqa: E731
             outcome = run(todo, operation, workers=workers, on_result=sinks,
-                          stop_on_auth_error=stop_on_auth_error, on_idle=bar.tick)
+                          stop_on_auth_error=stop_on_auth_error, on_idle=halting.idle)
             # From here on requests have been sent: nothing may cost the caller the report.
             halted = outcome.halt.value if outcome.halt else None
             _despite_interrupts(lambda: _quietly(lambda: bar.close(halted)))
@@ -200,6 +209,24 @@ def cancel_batches(
     report = _despite_interrupts(lambda: frames.build_report(frame, values, p, results, attrs))
     _despite_interrupts(lambda: _announce(outcome, report, saved))
     return report
+
+
+class _Halting:
+    """Halts a run, once, when the caller sets `stop`: the run takes a KeyboardInterrupt from
+    a sink or from its idle call as Ctrl-C (a second one would cut short the grace given to
+    requests in flight, so it is raised only once)."""
+
+    def __init__(self, stop: threading.Event | None, tick: Callable[[], None]) -> None:
+        self.stop, self.tick, self.raised = stop, tick, False
+
+    def idle(self) -> None:
+        self.check()
+        self.tick()
+
+    def check(self, _: object = None) -> None:
+        if self.stop is not None and not self.raised and self.stop.is_set():
+            self.raised = True
+            raise KeyboardInterrupt
 
 
 def _despite_interrupts(step: Callable[[], T]) -> T:

@@ -72,7 +72,7 @@ def test_the_length_check_sees_methods_and_nested_functions() -> None:
 
 def test_front_ends_live_in_ui() -> None:
     ui = {p.name for p in (PACKAGE / "ui").glob("*.py")}
-    assert ui == {"__init__.py", "panel.py", "html.py", "page.py", "server.py", "limits.py", "audit.py"}
+    assert ui == {"__init__.py", "console.py", "console_view.py", "panel.py", "html.py", "page.py", "server.py", "limits.py", "audit.py"}
     assert not [p.name for p in PACKAGE.glob("*.py") if p.name.startswith(("panel", "audit"))]
 
 

@@ -1,0 +1,227 @@
+"""The cleanup console in headless Chromium, in Voilà and in JupyterLab, driven by clicks as a
+user would: 200 rows, Refresh all, tick RUNNING and type "1h" in Older than, Select all
+matching, Cancel selected…, Confirm, and watch the rows turn STOPPED. The sandbox (in this
+process, so its batches can be made older) is the judge: one DELETE per selected ID, none for
+the others. Screenshots go to test-artifacts/."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+from smtoolkit.sandbox import Sandbox
+from tests.browser.chromium import ARTIFACTS, CHROMIUM, FLAGS
+
+ROOT = Path(__file__).parents[2]
+pytestmark = pytest.mark.browser
+
+if CHROMIUM is None:
+    pytest.skip("no Chromium on this machine (apt-get install chromium); browser test not run",
+                allow_module_level=True)
+playwright_sync = pytest.importorskip("playwright.sync_api", reason="pip install -e '.[browser]'")
+
+NOTEBOOK_CODE = """import os
+import pandas as pd
+import smtoolkit as sm
+
+batches = pd.read_csv(os.environ["SMTK_IDS_CSV"], dtype=str)
+console = sm.CancelConsole(batches, base_url=os.environ["SUPERMETRICS_BASE_URL"], max_rps=100)
+console"""
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Served:
+    name: str
+    url: str  # the page to open
+    sandbox: Sandbox
+    ids: dict[str, list[str]]
+
+
+def _seed(sb: Sandbox, csv_path: Path) -> dict[str, list[str]]:
+    """200 batches: 60 RUNNING for two hours, 60 RUNNING for minutes, 50 QUEUED for two hours, 30 STOPPED."""
+    ids = {"old": sb.create_batches(60, description="stuck load"),
+           "young": sb.create_batches(60, description="fresh load"),
+           "queued": sb.create_batches(50, status="QUEUED", description="old backfill"),
+           "stopped": sb.create_batches(30, status="STOPPED", description="finished")}
+    with sb.store.lock:
+        for b in ids["old"] + ids["queued"]:
+            batch = sb.store.get(b)
+            assert batch is not None
+            batch.created -= 2 * 3600
+    rows = [b for kind in ("old", "young", "queued", "stopped") for b in ids[kind]]
+    csv_path.write_text("batch_id\n" + "".join(f"{b}\n" for b in rows))
+    return ids
+
+
+def _write_notebook(path: Path) -> None:
+    metadata = json.loads((ROOT / "notebooks" / "cleanup.ipynb").read_text())["metadata"]  # the kernel, named
+    nb = {"cells": [{"cell_type": "code", "execution_count": None, "id": "c0nsole1", "metadata": {},
+                     "outputs": [], "source": NOTEBOOK_CODE}],
+          "metadata": metadata,
+          "nbformat": 4, "nbformat_minor": 5}
+    path.write_text(json.dumps(nb))
+
+
+@contextlib.contextmanager
+def _server(args: list[str], env: dict[str, str], cwd: Path, log_path: Path, probe: str) -> Iterator[None]:
+    log = open(log_path, "w")
+    proc = subprocess.Popen(args, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"server exited: {log_path.read_text()[-3000:]}")
+            try:
+                if requests.get(probe, timeout=2).status_code < 500:
+                    break
+            except requests.RequestException:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"server did not start: {log_path.read_text()[-3000:]}")
+            time.sleep(0.3)
+        yield
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+        log.close()
+
+
+@pytest.fixture(params=["voila", "jupyterlab"])
+def served(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Served]:
+    home, root = tmp_path / "home", tmp_path / "root"
+    home.mkdir()
+    root.mkdir()
+    _write_notebook(root / "console.ipynb")
+    labconfig = home / "config" / "labconfig"  # no "get Jupyter news?" toast over the page
+    labconfig.mkdir(parents=True)
+    (labconfig / "page_config.json").write_text(
+        '{"disabledExtensions": {"@jupyterlab/apputils-extension:announcements": true}}')
+    with Sandbox(seed=24, per_second=200) as sb:
+        ids = _seed(sb, home / "ids.csv")
+        port, token = _free_port(), secrets.token_hex(16)
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("SUPERMETRICS_", "SMTK_", "JUPYTER"))}
+        env.update(HOME=str(home), JUPYTER_PLATFORM_DIRS="1", JUPYTER_CONFIG_DIR=str(home / "config"),
+                   SUPERMETRICS_API_KEY=sb.api_key, SUPERMETRICS_BASE_URL=sb.base_url,
+                   SMTK_IDS_CSV=str(home / "ids.csv"))
+        base = f"http://127.0.0.1:{port}/"
+        if request.param == "voila":
+            args = [sys.executable, "-m", "voila", "--no-browser", f"--port={port}", "--Voila.ip=127.0.0.1",
+                    str(root / "console.ipynb")]
+            page_url, probe = base, base + "api"
+        else:
+            args = [sys.executable, "-m", "jupyter", "lab", "--no-browser", "--ServerApp.ip=127.0.0.1",
+                    f"--ServerApp.port={port}", "--ServerApp.port_retries=0", f"--IdentityProvider.token={token}",
+                    f"--ServerApp.root_dir={root}", "--ServerApp.allow_root=True", "--LabApp.news_url=None",
+                    "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate"]
+            page_url, probe = f"{base}lab/tree/console.ipynb?token={token}", base + "api"
+        with _server(args, env, root, tmp_path / f"{request.param}.log", probe):
+            yield Served(request.param, page_url, sb, ids)
+
+
+def _console(page: Any, served: Served) -> Any:
+    """The console's output area, once drawn (in JupyterLab after Run All)."""
+    if served.name == "jupyterlab":
+        page.wait_for_selector(".jp-Notebook .jp-CodeCell", timeout=90_000)
+        # Run All once the page is connected to a running kernel (before, JupyterLab asks which one).
+        page.wait_for_function("""() => {
+            const name = document.querySelector('.jp-Toolbar-kernelName, .jp-KernelName');
+            const state = document.querySelector('.jp-Notebook-ExecutionIndicator');
+            return name && /Python/.test(name.textContent) && state && state.dataset.status === 'idle';
+        }""", timeout=90_000)
+        page.locator(".jp-Notebook .jp-Cell").first.click()
+        page.locator(".lm-MenuBar-itemLabel", has_text=re.compile(r"^Run$")).first.click()
+        page.locator('.lm-Menu-item[data-command="runmenu:run-all"], '
+                     '.lm-Menu-item[data-command="notebook:run-all-cells"]').first.click()
+    box = page.locator(".widget-vbox:has(.itables_anywidget)").first
+    try:
+        box.wait_for(state="visible", timeout=120_000)
+    except Exception:
+        page.screenshot(path=str(ARTIFACTS / f"console-{served.name}-not-drawn.png"))
+        raise
+    _wait_text(page, box, "of 200 selected")
+    page.wait_for_function("el => el.querySelectorAll('.itables_anywidget tbody tr').length >= 10",
+                           arg=box.element_handle(), timeout=60_000)
+    return box
+
+
+def _button(box: Any, label: str) -> Any:
+    return box.locator("button.jupyter-button", has_text=label).first
+
+
+def _wait_text(page: Any, box: Any, text: str, timeout: int = 60_000) -> None:
+    try:
+        page.wait_for_function("([el, t]) => el.innerText.includes(t)", arg=[box.element_handle(), text],
+                               timeout=timeout)
+    except Exception as exc:
+        page.screenshot(path=str(ARTIFACTS / "console-waiting-failed.png"))
+        raise AssertionError(f"never showed {text!r}; it shows: {box.inner_text()[-1500:]}") from exc
+
+
+def test_filter_select_cancel_confirm_in_chromium(served: Served) -> None:
+    ARTIFACTS.mkdir(exist_ok=True)
+    sb, old = served.sandbox, served.ids["old"]
+    with playwright_sync.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=FLAGS)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 1100})
+            page.goto(served.url, timeout=90_000)
+            box = _console(page, served)
+            assert [r for r in sb.requests if r["method"] == "DELETE"] == []
+
+            _button(box, "Refresh all").click()  # GETs only: now the status and the age are known
+            _wait_text(page, box, "Look-up done:")
+            assert {r["method"] for r in sb.requests} == {"GET"} and len(sb.requests) == 200
+
+            box.locator(".widget-checkbox", has_text="RUNNING").locator("input").check()
+            box.locator(".widget-text", has_text="Older than").locator("input").fill("1h")
+            _button(box, "Select all matching").click()
+            _wait_text(page, box, "60 of 200 selected")
+            page.screenshot(path=str(ARTIFACTS / f"console-{served.name}-selected.png"))
+
+            _button(box, "Cancel selected").click()
+            _wait_text(page, box, "Cancel 60 selected batches (RUNNING 60)")
+            time.sleep(0.3)  # a click that sent anything would have reached the sandbox by now
+            assert [r for r in sb.requests if r["method"] == "DELETE"] == []
+            page.screenshot(path=str(ARTIFACTS / f"console-{served.name}-plan.png"))
+            _button(box, "Confirm").click()
+            _wait_text(page, box, "Cancel done: cancelled 60")
+            # The grid's first page (the old RUNNING rows come first) now reads STOPPED / cancelled.
+            page.wait_for_function("el => [...el.querySelectorAll('.itables_anywidget tbody tr')].slice(0, 10)"
+                                   ".every(tr => tr.innerText.includes('STOPPED') && tr.innerText.includes('cancelled'))",
+                                   arg=box.element_handle(), timeout=30_000)
+            _wait_text(page, box, "0 of 200 selected")
+            page.screenshot(path=str(ARTIFACTS / f"console-{served.name}-after-cancel.png"))
+        finally:
+            browser.close()
+    deletes = [r["batch_id"] for r in sb.requests if r["method"] == "DELETE"]
+    assert sorted(deletes) == sorted(old)  # exactly one DELETE per selected ID, none for the others
+    assert all(sb.batch(b)["cancelled"] for b in old)  # type: ignore[index]
+    others = served.ids["young"] + served.ids["queued"] + served.ids["stopped"]
+    assert not any(sb.batch(b)["cancelled"] for b in others)  # type: ignore[index]

@@ -1,0 +1,192 @@
+"""The console's selection rule (`core/select.py`): pure, no widgets, no sockets, no clock."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from smtoolkit.core.select import (
+    STATUSES,
+    Criteria,
+    Row,
+    cancel_plan,
+    criteria,
+    matching,
+    parse_age,
+    parse_statuses,
+    still_to_retry,
+    unknown_ids,
+)
+from smtoolkit.errors import InputError
+
+NOW = datetime(2026, 12, 8, 12, 0, tzinfo=UTC)
+
+
+def ago(**kw: float) -> datetime:
+    return NOW - timedelta(**kw)
+
+
+ROWS = [
+    Row("qrb_a", "RUNNING", None, ago(hours=3), "Nightly sync EU"),
+    Row("qrb_b", "RUNNING", None, ago(minutes=10), "nightly sync US"),
+    Row("qrb_c", "QUEUED", None, ago(hours=2), "Ad hoc"),
+    Row("qrb_d", "STOPPED", "already_stopped", ago(days=1), "Nightly sync old"),
+    Row("qrb_e", None, None, None, None),  # never looked up
+    Row("qrb_f", None, "not_found", None, None),
+    Row("qrb_g", "RUNNING", None, None, "nightly, time unknown"),
+]
+
+
+def pick(**kw: object) -> list[str]:
+    return [ROWS[i].batch_id for i in matching(ROWS, criteria(**kw), NOW)]  # type: ignore[arg-type]
+
+
+# -- ages -------------------------------------------------------------------------------------
+@pytest.mark.parametrize(("text", "seconds"), [
+    ("90m", 5400), ("2h", 7200), ("1h30m", 5400), ("1h 30m", 5400), ("1d", 86400), ("45s", 45),
+    ("1d2h3m4s", 93784), ("3600", 3600), (" 2H ", 7200), ("1.5h", 5400), ("0", 0),
+])
+def test_ages_read_as_people_write_them(text: str, seconds: float) -> None:
+    assert parse_age(text) == seconds
+
+
+@pytest.mark.parametrize("value", [3600, 3600.0, timedelta(hours=1)])
+def test_ages_as_seconds_or_timedelta(value: object) -> None:
+    assert parse_age(value) == 3600.0
+
+
+@pytest.mark.parametrize("bad", ["", "h", "2x", "30m1h", "1h1h", "1ms", "-5", "2 hours", "1h30", True, None,
+                                 -1, float("nan"), float("inf"), timedelta(seconds=-1), [3600]])
+def test_unreadable_ages_are_input_errors(bad: object) -> None:
+    with pytest.raises(InputError, match="older_than"):
+        parse_age(bad)
+
+
+@given(h=st.integers(0, 99), m=st.integers(0, 59), s=st.integers(0, 59))
+def test_any_h_m_s_text_is_its_seconds(h: int, m: int, s: int) -> None:
+    assert parse_age(f"{h}h{m}m{s}s") == h * 3600 + m * 60 + s
+
+
+# -- statuses ---------------------------------------------------------------------------------
+def test_statuses_any_case_one_or_many() -> None:
+    assert parse_statuses("running") == {"RUNNING"}
+    assert parse_statuses(["QUEUED", "Running"]) == {"QUEUED", "RUNNING"}
+
+
+@pytest.mark.parametrize(("bad", "named"), [("RUNING", "'RUNING'.*did you mean 'RUNNING'"),
+                                            (["QUEUED", "DONE"], "'DONE'"), ([3], "3"), ([], "names no status")])
+def test_a_misspelt_status_is_named(bad: object, named: str) -> None:
+    with pytest.raises(InputError, match=named):
+        parse_statuses(bad)
+
+
+# -- criteria ---------------------------------------------------------------------------------
+def test_no_criterion_is_an_input_error() -> None:
+    with pytest.raises(InputError, match="at least one criterion"):
+        criteria()
+    with pytest.raises(InputError, match="at least one criterion"):
+        criteria(all=False)
+
+
+@pytest.mark.parametrize("bad", ["", "   ", 3, re.compile(b"x")])
+def test_an_empty_or_odd_description_is_refused(bad: object) -> None:
+    with pytest.raises(InputError, match="description"):
+        criteria(description=bad)
+
+
+def test_ids_must_be_text() -> None:
+    with pytest.raises(InputError, match="ids"):
+        criteria(ids=[1, 2])
+    assert criteria(ids="qrb_a ").ids == {"qrb_a"}
+
+
+# -- matching ---------------------------------------------------------------------------------
+def test_status_and_age_together() -> None:
+    assert pick(status=["RUNNING"], older_than="1h") == ["qrb_a"]
+    assert pick(status=["RUNNING", "QUEUED"], older_than=3600) == ["qrb_a", "qrb_c"]
+
+
+def test_a_row_of_unknown_time_never_matches_an_age() -> None:
+    assert "qrb_g" not in pick(older_than=0) and "qrb_e" not in pick(older_than=0)
+    assert pick(older_than=0) == ["qrb_a", "qrb_b", "qrb_c", "qrb_d"]
+
+
+def test_description_substring_ignores_case_and_regex_is_searched() -> None:
+    assert pick(description="NIGHTLY SYNC") == ["qrb_a", "qrb_b", "qrb_d"]
+    assert pick(description="sync (") == []  # a substring, not a pattern
+    assert pick(description=re.compile(r"^nightly")) == ["qrb_b", "qrb_g"]  # a regex keeps its own case rule
+
+
+def test_all_leaves_out_rows_known_to_be_over() -> None:
+    assert pick(all=True) == ["qrb_a", "qrb_b", "qrb_c", "qrb_e", "qrb_g"]
+    assert pick(all=True, description="nightly") == ["qrb_a", "qrb_b", "qrb_g"]
+
+
+def test_ids_exactly_these_in_table_order() -> None:
+    assert pick(ids=["qrb_c", "qrb_a"]) == ["qrb_a", "qrb_c"]
+    assert pick(ids=["qrb_d"]) == ["qrb_d"]  # named explicitly, a stopped row can be selected
+    assert unknown_ids(ROWS, criteria(ids=["qrb_a", "nope", "bad id"])) == ["bad id", "nope"]
+
+
+def test_an_age_boundary_is_strict() -> None:
+    rows = [Row("x", "RUNNING", None, ago(hours=1))]
+    assert matching(rows, criteria(older_than="1h"), NOW) == []
+    assert matching(rows, criteria(older_than="59m"), NOW) == [0]
+
+
+row_strategy = st.builds(
+    Row,
+    batch_id=st.text("abc", min_size=1, max_size=3),
+    status=st.sampled_from([*STATUSES, None]),
+    outcome=st.sampled_from([None, "cancelled", "not_found", "already_stopped", "server_error", "would_cancel"]),
+    schedule_time=st.one_of(st.none(), st.integers(0, 10_000).map(lambda s: ago(seconds=s))),
+    description=st.one_of(st.none(), st.text("ab ", max_size=5)),
+)
+
+
+@given(rows=st.lists(row_strategy, max_size=30), statuses=st.sets(st.sampled_from(STATUSES), min_size=1),
+       age=st.integers(0, 10_000), use_age=st.booleans(), use_all=st.booleans())
+def test_matching_is_the_conjunction_of_each_criterion(rows: list[Row], statuses: set[str], age: int,
+                                                        use_age: bool, use_all: bool) -> None:
+    c = criteria(status=sorted(statuses), older_than=age if use_age else None, all=use_all)
+    got = matching(rows, c, NOW)
+    assert got == sorted(got)
+    for i, r in enumerate(rows):
+        expected = (r.status in statuses
+                    and (not use_age or (r.schedule_time is not None and NOW - r.schedule_time > timedelta(seconds=age)))
+                    and (not use_all or not r.final))
+        assert (i in got) == expected
+
+
+@given(rows=st.lists(row_strategy, max_size=30))
+def test_all_never_takes_a_final_row(rows: list[Row]) -> None:
+    got = matching(rows, Criteria(all=True), NOW)
+    assert [i for i, r in enumerate(rows) if not r.final] == got
+
+
+def test_what_stays_selected_after_a_cancel() -> None:
+    assert [o for o in ("cancelled", "already_stopped", "not_found") if still_to_retry(o)] == []
+    for o in ("stopping", "server_error", "network_error", "rate_limited", "skipped", "unauthorized", None):
+        assert still_to_retry(o)
+
+
+# -- the plan line ----------------------------------------------------------------------------
+def test_plan_states_count_by_status_requests_budget_and_an_estimate() -> None:
+    rows = [ROWS[0], ROWS[1], ROWS[2], ROWS[4]]
+    line = cancel_plan(rows, remaining=4000, limit=5000, kept=500, max_rps=20.0, over_budget=None)
+    assert line.startswith("Cancel 4 selected batches (QUEUED 1, RUNNING 2, not looked up 1): 4 DELETE request(s)")
+    assert "the hourly budget allows 3,500 now (4,000 left of 5,000, 500 kept for production)" in line
+    assert line.endswith("estimate: about 1 s at 20 requests/s")
+    assert "\n" not in line
+
+
+def test_plan_before_any_answer_and_beyond_the_budget() -> None:
+    line = cancel_plan([ROWS[0]], remaining=None, limit=None, kept=0, max_rps=20.0, over_budget=None)
+    assert "Cancel 1 selected batch (RUNNING 1)" in line and "not known yet" in line
+    line = cancel_plan([ROWS[0]] * 3, remaining=1, limit=10, kept=1, max_rps=20.0,
+                       over_budget="this run needs at least 3 request(s); ...")
+    assert line.endswith("; this run needs at least 3 request(s); ...")
