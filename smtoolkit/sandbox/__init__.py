@@ -161,14 +161,20 @@ class Sandbox:
 
     # -- data ---------------------------------------------------------------------------------
     def create_batches(self, n: int, status: str = "RUNNING", description: str = "sandbox batch",
-                       queries: int = 4) -> list[str]:
-        """Create `n` batches in the given status and return their IDs in creation order."""
+                       queries: int = 4, *, age: float = 0.0) -> list[str]:
+        """Create `n` batches in the given status and return their IDs in creation order;
+        `age` seconds moves their schedule_time into the past (batches stuck for hours)."""
         if status not in BATCH_STATUSES:
             raise ValueError(f"status must be one of {BATCH_STATUSES}")
+        if not 0 <= age <= 10 * 365 * 86400:
+            raise ValueError(f"age must be a number of seconds from 0 to ten years, not {age!r}")
         ids = []
         for i in range(n):
             b = self.store.create(description=f"{description} {i + 1}",
                                   accounts=[f"acc_{j + 1}" for j in range(queries)], queries=queries)
+            if age:
+                with self.store.lock:
+                    b.created -= age
             self.store.set_status(b.batch_id, status)
             ids.append(b.batch_id)
         return ids

@@ -20,14 +20,6 @@ def methods(sb: Sandbox) -> list[str]:
     return [r["method"] for r in sb.requests]
 
 
-def age(sb: Sandbox, batch_id: str, seconds: float) -> None:
-    """Make a sandbox batch `seconds` older (its schedule_time moves back)."""
-    with sb.store.lock:
-        b = sb.store.get(batch_id)
-        assert b is not None
-        b.created -= seconds
-
-
 def after_results(con: CancelConsole, n: int) -> threading.Event:
     """An event set once the console has drawn at least `n` results (its progress bar)."""
     seen = threading.Event()
@@ -37,11 +29,9 @@ def after_results(con: CancelConsole, n: int) -> threading.Event:
 
 @pytest.fixture
 def mixed(sandbox: Sandbox) -> dict[str, list[str]]:
-    running = sandbox.create_batches(8)
+    running = sandbox.create_batches(5, age=2 * 3600) + sandbox.create_batches(3)
     queued = sandbox.create_batches(3, status="QUEUED")
     stopped = sandbox.create_batches(2, status="STOPPED")
-    for b in running[:5]:
-        age(sandbox, b, 2 * 3600)
     return {"running": running, "old": running[:5], "queued": queued, "stopped": stopped}
 
 
