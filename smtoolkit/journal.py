@@ -20,7 +20,6 @@ import os
 import sys
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import fields
 from datetime import datetime
 from operator import itemgetter
 from pathlib import Path
@@ -29,12 +28,12 @@ from typing import IO, Any, TypeVar
 
 from filelock import FileLock, Timeout
 
-from .core.outcomes import FINAL, Outcome, Result, parse_time
+from .core.outcomes import FINAL, REPORT_COLUMNS, Outcome, Result, parse_time
 from .errors import InputError, JournalError
 
 FORMAT = "smtoolkit-journal"
 VERSION = 1
-_RESULT_FIELDS = [f.name for f in fields(Result) if f.name != "batch"]
+_RESULT_FIELDS = list(REPORT_COLUMNS)
 T = TypeVar("T")
 
 

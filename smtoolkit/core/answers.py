@@ -27,7 +27,7 @@ RESPONSE_TOO_LARGE = "RESPONSE_TOO_LARGE"
 class Answer:
     """What the server said, as far as it could be read."""
 
-    status: int
+    http_status: int
     data: Mapping[str, Any] | None = None  # the `data` object of a 2xx
     meta: Mapping[str, Any] | None = None  # the whole JSON object of a 2xx (meta may nest)
     readable: bool = True  # False: the body should have been JSON and was not
@@ -42,7 +42,7 @@ class Answer:
 
     @property
     def is_2xx(self) -> bool:
-        return 200 <= self.status < 300
+        return 200 <= self.http_status < 300
 
     @property
     def ok(self) -> bool:
@@ -215,7 +215,7 @@ def parse_answer(status: int, headers: Mapping[str, str], body: bytes, now: floa
                       _text(error.get("message"), 255), _text(error.get("description"), 2048),
                       request_id, **common)
     if "title" in payload or "detail" in payload or "type" in payload:  # RFC 9457 problem details
-        code = _problem_code(payload, status)
+        code = _problem_code(status)
         return Answer(status, None, None, True, code, _text(payload.get("title"), 255),
                       _text(payload.get("detail"), 2048), request_id or _text(payload.get("instance"), 64),
                       **common)
@@ -230,7 +230,7 @@ _STATUS_CODES = {
 }
 
 
-def _problem_code(payload: Mapping[str, Any], status: int) -> str:
+def _problem_code(status: int) -> str:
     # Problem details carry no stable code; use the documented code for the status so that
     # callers branch the same way whichever shape the server chose.
     return _STATUS_CODES.get(status, f"HTTP_{status}")

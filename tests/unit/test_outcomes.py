@@ -286,8 +286,8 @@ def test_row_of_a_local_result() -> None:
     assert r.batch is None
 
 
-def test_report_columns_are_the_result_fields_but_batch() -> None:
-    assert set(REPORT_COLUMNS) == set(Result.__dataclass_fields__) - {"batch"}
+def test_report_columns_are_the_result_fields_but_batch_and_reason() -> None:
+    assert set(REPORT_COLUMNS) == set(Result.__dataclass_fields__) - {"batch", "reason"}
     assert len(REPORT_COLUMNS) == len(set(REPORT_COLUMNS))
 
 
