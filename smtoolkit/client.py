@@ -2,10 +2,8 @@
 
 It holds the sessions and the shared `Limiter` (so every worker of every run on this client
 obeys one limit), sends bounded exchanges (`transport`), retries per `RetryPolicy` while
-recording each row's story (its attempts, why they ended, its verification checks), and hands
-the story to `core.settle`, which alone decides the row. It never raises for what happens to a
-batch. What rides along with a run's requests (halt signal, tally, budget wait) is one
-`RunContext`.
+recording each row's `Story` (attempts, why they ended, verification checks), and hands the
+story to `core.settle`, which alone decides the row. It never raises for what happens to a batch.
 """
 
 from __future__ import annotations
@@ -15,7 +13,7 @@ import queue
 import random
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from typing import Any
@@ -24,7 +22,7 @@ from urllib.parse import urlsplit
 import requests
 
 from ._version import __version__
-from .config import DEFAULT_BASE_URL, api_key_from, check_base_url, is_loopback
+from .config import DEFAULT_BASE_URL, api_key_from, check_base_url, check_setting, is_loopback
 from .core.answers import Answer, parse_answer, query_counts_in
 from .core.bounds import MAX_BACKOFF, MAX_ROW_DEADLINE, MAX_RPS, MAX_TIMEOUT, MIN_RPS
 from .core.ids import check_id, path_segment
@@ -33,7 +31,6 @@ from .core.pacing import Budget
 from .core.reasons import Reason
 from .core.retry import RetryPolicy
 from .core.settle import VERIFY_TRIES, Attempt, Story, invalid_id, is_final, needs_verification, settle
-from .errors import ConfigError
 from .limiter import BudgetWait, Clock, Limiter, Refused, RunContext, Sleep, Tally
 from .transport import ACCEPT_ENCODING, BoundedAdapter, TransportError, Watchdog, exchange
 
@@ -103,19 +100,19 @@ class Client:
     ) -> None:
         self.base_url = check_base_url(base_url)
         key = api_key_from(api_key)
-        _setting("timeout", timeout, f"a number of seconds > 0 and at most {MAX_TIMEOUT:g}",
+        check_setting("timeout", timeout, f"a number of seconds > 0 and at most {MAX_TIMEOUT:g}",
                  lambda v: 0 < v <= MAX_TIMEOUT)
-        _setting("max_rps", max_rps, f"a number of requests per second from {MIN_RPS:g} to {MAX_RPS:g}",
+        check_setting("max_rps", max_rps, f"a number of requests per second from {MIN_RPS:g} to {MAX_RPS:g}",
                  lambda v: MIN_RPS <= v <= MAX_RPS)
-        _setting("max_retries", max_retries, "a whole number from 0 to 100", lambda v: 0 <= v <= 100, whole=True)
-        _setting("row_deadline", row_deadline, f"a number of seconds > 0 and at most {MAX_ROW_DEADLINE:g}",
+        check_setting("max_retries", max_retries, "a whole number from 0 to 100", lambda v: 0 <= v <= 100, whole=True)
+        check_setting("row_deadline", row_deadline, f"a number of seconds > 0 and at most {MAX_ROW_DEADLINE:g}",
                  lambda v: 0 < v <= MAX_ROW_DEADLINE)
-        _setting("backoff_base", backoff_base, f"a number of seconds from 0 to {MAX_BACKOFF:g}",
+        check_setting("backoff_base", backoff_base, f"a number of seconds from 0 to {MAX_BACKOFF:g}",
                  lambda v: 0 <= v <= MAX_BACKOFF)
-        _setting("backoff_cap", backoff_cap, f"a number of seconds from 0 to {MAX_BACKOFF:g}",
+        check_setting("backoff_cap", backoff_cap, f"a number of seconds from 0 to {MAX_BACKOFF:g}",
                  lambda v: 0 <= v <= MAX_BACKOFF)
         if reserve is not None:
-            _setting("reserve", reserve, "a whole number >= 0 (or None)", lambda v: v >= 0, whole=True)
+            check_setting("reserve", reserve, "a whole number >= 0 (or None)", lambda v: v >= 0, whole=True)
         self.policy = RetryPolicy(int(max_retries), float(backoff_base), float(backoff_cap), float(row_deadline))
         self.limiter = Limiter(float(max_rps), reserve, clock=clock or time.monotonic, sleep=sleep)
         self.timeout = float(timeout)
@@ -320,12 +317,3 @@ class Client:
                             params={"offset": 0, "limit": 1})
         answer = story.last_answer
         return query_counts_in(answer.meta) if answer is not None and answer.http_status == 200 else None
-
-
-def _setting(name: str, value: object, what: str, ok: Callable[[float], bool], whole: bool = False) -> None:
-    """Raise a ConfigError naming the setting unless `value` is a fitting number."""
-    good = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    if good and whole:
-        good = isinstance(value, int)
-    if not good or not ok(float(value)):  # type: ignore[arg-type]
-        raise ConfigError(f"{name} must be {what}, not {value!r}")

@@ -182,25 +182,10 @@ class App:
             _rate_headers(resp, adm.limit, adm.remaining)
             return finish(resp, remaining=adm.remaining)
 
-        if roll["throttle_rate"]:
-            resp = self._error(429, "Too many requests (injected)", problem=problem, path=path)
-            if faults.throttle_retry_after:
-                resp.headers["Retry-After"] = "1"
-            _rate_headers(resp, adm.limit, adm.remaining)
-            return finish(resp, "throttle", adm.remaining)
-
-        if roll["html_rate"]:
-            resp = Response(502, _HTML_PAGE, "text/html; charset=utf-8", delay=delay)
-            _rate_headers(resp, adm.limit, adm.remaining)
-            return finish(resp, "html", adm.remaining)
-
-        if roll["error_rate"]:
-            resp = self._error(error_status, "Upstream failure (injected)", problem=problem, path=path)
-            if error_status == 503:
-                resp.headers["Retry-After"] = "1"
-            resp.delay = delay
-            _rate_headers(resp, adm.limit, adm.remaining)
-            return finish(resp, f"error_{error_status}", adm.remaining)
+        injected = self._injected(faults, roll, error_status, delay, problem, path)
+        if injected is not None:
+            _rate_headers(injected[0], adm.limit, adm.remaining)
+            return finish(*injected, adm.remaining)
 
         resp = self._route(method, path, target, body, problem)
         resp.delay = delay + (faults.hang_seconds if roll["hang_rate"] else 0.0)
@@ -211,6 +196,24 @@ class App:
         elif roll["truncate_rate"]:
             resp.action, fault = "truncate", "truncate"
         return finish(resp, fault, adm.remaining)
+
+    def _injected(self, faults: Faults, roll: dict[str, bool], error_status: int, delay: float, problem: bool,
+                  path: str) -> tuple[Response, str] | None:
+        """The answer of an injected fault after admission (throttle, HTML page, 5xx), if one was drawn."""
+        if roll["throttle_rate"]:
+            resp = self._error(429, "Too many requests (injected)", problem=problem, path=path)
+            if faults.throttle_retry_after:
+                resp.headers["Retry-After"] = "1"
+            return resp, "throttle"
+        if roll["html_rate"]:
+            return Response(502, _HTML_PAGE, "text/html; charset=utf-8", delay=delay), "html"
+        if roll["error_rate"]:
+            resp = self._error(error_status, "Upstream failure (injected)", problem=problem, path=path)
+            if error_status == 503:
+                resp.headers["Retry-After"] = "1"
+            resp.delay = delay
+            return resp, f"error_{error_status}"
+        return None
 
     def _route(self, method: str, path: str, target: str, body: bytes, problem: bool) -> Response:
         rel = path[len(API_PREFIX):] if path.startswith(API_PREFIX + "/") else None
