@@ -28,7 +28,7 @@ from typing import IO, Any, TypeVar
 
 from filelock import FileLock, Timeout
 
-from .core.outcomes import FINAL, REPORT_COLUMNS, Outcome, Result, parse_time
+from .core.outcomes import FINAL, REPORT_COLUMNS, Outcome, Result, parse_time, restored
 from .errors import InputError, JournalError
 
 FORMAT = "smtoolkit-journal"
@@ -153,7 +153,7 @@ def _result(record: dict[str, Any], shared: dict[Any, Any] | None = None) -> Res
     if shared is None:
         shared = {}
     seen = shared.get
-    return Result(
+    return restored(
         batch_id, outcome,
         http_status if type(http_status) is int and 0 <= http_status < _MAX_COUNT else None,
         (seen(status_code) or _share(status_code, shared)) if type(status_code) is str else None,
