@@ -95,3 +95,10 @@ def test_a_run_that_never_halted_has_no_unreachable_row() -> None:
     out = run(ids, lambda i, context: _cannot_connect(i), workers=2)
     assert out.halt is None and out.message(0) is None
     assert {r.error_code for r in out.results.values()} == {oc.CONNECT_FAILED}
+
+
+def test_a_report_says_halted_and_keeps_stopped_as_an_alias_for_one_release() -> None:
+    from smtoolkit.api import _halt_facts
+
+    assert _halt_facts(RunResult({}, Halt.AUTH)) == {"halted": "auth", "stopped": "auth", "error": None}
+    assert _halt_facts(RunResult({})) == {"halted": None, "stopped": None, "error": None}
