@@ -108,6 +108,7 @@ class RunResult:
 
 def halt_label(halt: Halt | None, error: BaseException | None,
                unreachable: Result | None = None) -> tuple[str, str]:
+    """The error code and message of the rows a run with this halt did not send."""
     if halt is Halt.ERROR and isinstance(error, JournalError):
         return JOURNAL_ERROR, f"not sent: the run stopped because {describe_error(error)}"
     code, row, _ = _HALTS[halt or Halt.INTERRUPT]
