@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from .client import Client
     from .core.outcomes import FINAL, Outcome, Result
     from .frames import export_csv, summarize
-    from .panel import CancelPanel
+    from .ui.panel import CancelPanel
 
 __all__ = [
     "CancelPanel",
@@ -43,7 +43,7 @@ __all__ = [
 
 # Where each lazily imported public name lives.
 _LAZY = {
-    "CancelPanel": ".panel",
+    "CancelPanel": ".ui.panel",
     "Client": ".client",
     "FINAL": ".core.outcomes",
     "Outcome": ".core.outcomes",

@@ -13,13 +13,17 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from ._version import __version__
-from .panel_limits import CONNECT_TIMEOUT, MAX_PAGES, MAX_PAGES_PER_VISITOR
 from .runner import MAX_WORKERS
+from .ui.limits import CONNECT_TIMEOUT, MAX_PAGES, MAX_PAGES_PER_VISITOR
 
 if TYPE_CHECKING:
+    from argparse import _SubParsersAction
+
     import pandas as pd
 
     from .client import Client
+
+    _Subparsers = _SubParsersAction[argparse.ArgumentParser]
 
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_CONFIG, EXIT_INTERNAL, EXIT_INTERRUPTED = 0, 1, 2, 3, 4, 130
@@ -288,15 +292,15 @@ def _sandbox(args: argparse.Namespace) -> int:
 
 
 def _panel(args: argparse.Namespace) -> int:
-    from .panel_server import Refused, plan, serve
+    from .ui.server import CannotServe, serve, serve_plan
 
     try:
-        settings = plan(host=args.host, port=args.port, token=args.token, no_token=args.no_token,
+        settings = serve_plan(host=args.host, port=args.port, token=args.token, no_token=args.no_token,
                         ask_key=args.ask_key, audit=args.audit, base_url=args.base_url,
                         max_pages=args.max_pages, max_pages_per_visitor=args.max_pages_per_visitor,
                         connect_timeout=args.connect_timeout)
         return serve(settings)
-    except Refused as exc:
+    except CannotServe as exc:
         raise UsageError(str(exc)) from None
 
 
@@ -358,8 +362,7 @@ def _workers(text: str) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .core.bounds import MAX_CHECK_EVERY, MAX_TIMEOUT, MAX_WAIT
-
+    """The `smtoolkit` parser: one subcommand per command, each built by its own function."""
     parser = argparse.ArgumentParser(
         prog="smtoolkit", description="Cancel Supermetrics query batches in bulk.",
         epilog="The API key is read only from $SUPERMETRICS_API_KEY. Exit codes: 0 all fine, 1 some rows "
@@ -368,37 +371,48 @@ def build_parser() -> argparse.ArgumentParser:
                "stopped), 4 unexpected error (a bug), 130 interrupted.")
     parser.add_argument("--version", action="version", version=f"smtoolkit {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for add in (_add_cancel, _add_status, _add_demo, _add_sandbox, _add_panel):
+        add(sub)
+    return parser
 
-    def ids_args(p: argparse.ArgumentParser) -> None:
-        p.add_argument("ids", nargs="*", metavar="ID", help="batch IDs")
-        p.add_argument("-f", "--file", metavar="FILE", help="CSV/TSV file with the IDs ('-' reads stdin)")
-        p.add_argument("--column", default="batch_id", help="the column holding the IDs (default batch_id)")
-        p.add_argument("--encoding", default=None,
-                       help="the file's encoding (default: UTF-8 with or without BOM, UTF-16 with BOM, "
-                            "else Windows-1252, said in a note)")
-        p.add_argument("--sep", default=None, choices=(",", ";", "tab", "|"),
-                       help="the file's separator (default: detected from its header line)")
-        p.add_argument("--base-url", default=None,
-                       help="API base URL (default $SUPERMETRICS_BASE_URL or the Supermetrics API)")
-        p.add_argument("--workers", type=_workers, default=4, help=f"parallel requests, 1 to {MAX_WORKERS} (default 4)")
-        p.add_argument("--max-rps", type=_rate, default=20.0, help="requests per second at most (default 20)")
-        p.add_argument("--reserve", type=_count, default=None,
-                       help="hourly requests left untouched for production (default 10%% of the limit)")
-        p.add_argument("--timeout", type=_seconds(0, MAX_TIMEOUT, low_open=True), default=30.0,
-                       help="seconds one request may take in total, answer included (default 30)")
-        p.add_argument("--max-retries", type=_retries, default=5,
-                       help="retries of a request after 429, 5xx or a lost connection, 0 to 100 (default 5)")
-        p.add_argument("-o", "--output", choices=("table", "csv", "json"), default="table",
-                       help="what goes to stdout (default table: a summary)")
-        p.add_argument("--out", metavar="FILE", default=None, help="also write the full report as CSV")
-        p.add_argument("--excel", action="store_true",
-                       help="write --out for Excel: UTF-8 with BOM, CRLF, times as YYYY-MM-DD HH:MM:SS (UTC)")
-        p.add_argument("--out-sep", default=",", choices=(",", ";", "tab", "|"),
-                       help="separator of --out (default ','; ';' for Excel in many European locales)")
-        p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+
+def _add_ids_and_connection(p: argparse.ArgumentParser) -> None:
+    """The options `cancel` and `status` share: which IDs, how to reach the API, what to write."""
+    from .core.bounds import MAX_TIMEOUT
+
+    p.add_argument("ids", nargs="*", metavar="ID", help="batch IDs")
+    p.add_argument("-f", "--file", metavar="FILE", help="CSV/TSV file with the IDs ('-' reads stdin)")
+    p.add_argument("--column", default="batch_id", help="the column holding the IDs (default batch_id)")
+    p.add_argument("--encoding", default=None,
+                   help="the file's encoding (default: UTF-8 with or without BOM, UTF-16 with BOM, "
+                        "else Windows-1252, said in a note)")
+    p.add_argument("--sep", default=None, choices=(",", ";", "tab", "|"),
+                   help="the file's separator (default: detected from its header line)")
+    p.add_argument("--base-url", default=None,
+                   help="API base URL (default $SUPERMETRICS_BASE_URL or the Supermetrics API)")
+    p.add_argument("--workers", type=_workers, default=4, help=f"parallel requests, 1 to {MAX_WORKERS} (default 4)")
+    p.add_argument("--max-rps", type=_rate, default=20.0, help="requests per second at most (default 20)")
+    p.add_argument("--reserve", type=_count, default=None,
+                   help="hourly requests left untouched for production (default 10%% of the limit)")
+    p.add_argument("--timeout", type=_seconds(0, MAX_TIMEOUT, low_open=True), default=30.0,
+                   help="seconds one request may take in total, answer included (default 30)")
+    p.add_argument("--max-retries", type=_retries, default=5,
+                   help="retries of a request after 429, 5xx or a lost connection, 0 to 100 (default 5)")
+    p.add_argument("-o", "--output", choices=("table", "csv", "json"), default="table",
+                   help="what goes to stdout (default table: a summary)")
+    p.add_argument("--out", metavar="FILE", default=None, help="also write the full report as CSV")
+    p.add_argument("--excel", action="store_true",
+                   help="write --out for Excel: UTF-8 with BOM, CRLF, times as YYYY-MM-DD HH:MM:SS (UTC)")
+    p.add_argument("--out-sep", default=",", choices=(",", ";", "tab", "|"),
+                   help="separator of --out (default ','; ';' for Excel in many European locales)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+
+
+def _add_cancel(sub: _Subparsers) -> None:
+    from .core.bounds import MAX_CHECK_EVERY, MAX_WAIT
 
     p = sub.add_parser("cancel", help="cancel batches (asks to confirm unless --yes)")
-    ids_args(p)
+    _add_ids_and_connection(p)
     p.add_argument("--journal", metavar="FILE", default=None,
                    help="record results as they arrive; re-running skips batches already final there")
     p.add_argument("--dry-run", action="store_true", help="only look the batches up (GET); cancel nothing")
@@ -407,18 +421,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--wait-for-budget", type=_duration, default=None, metavar="DURATION",
                    help="at the budget reserve, wait for the hourly budget to come back instead of skipping "
                         "the rest, up to this long in total (seconds, or 90m, 3h, 1h30m)")
-    p.add_argument("--budget-check-every", type=_seconds(0, MAX_CHECK_EVERY, low_open=True), default=60.0, metavar="SECONDS",
+    p.add_argument("--budget-check-every", type=_seconds(0, MAX_CHECK_EVERY, low_open=True), default=60.0,
+                   metavar="SECONDS",
                    help="while waiting for the budget, look (one GET) at most this often (default 60)")
     p.add_argument("-y", "--yes", action="store_true", help="do not ask for confirmation")
     p.add_argument("--ignore-not-found", action="store_true",
                    help="batches that do not exist (not_found) count as fine for the exit code")
     p.set_defaults(func=_cancel)
 
+
+def _add_status(sub: _Subparsers) -> None:
     p = sub.add_parser("status", help="look batches up without changing anything")
-    ids_args(p)
+    _add_ids_and_connection(p)
     p.add_argument("--with-progress", action="store_true", help="add per-query counts (one more request each)")
     p.set_defaults(func=_status)
 
+
+def _add_demo(sub: _Subparsers) -> None:
     p = sub.add_parser("demo", help="start a sandbox, cancel a realistic mix of batches, write a report")
     p.add_argument("--out", metavar="FILE", default=None, help=f"report CSV (default {DEMO_REPORT})")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -426,6 +445,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="instead: a long cleanup played in seconds, waiting twice for the hourly budget")
     p.set_defaults(func=_demo)
 
+
+def _add_sandbox(sub: _Subparsers) -> None:
     p = sub.add_parser("sandbox", help="run a local sandbox of the Supermetrics batch API until Ctrl-C")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=0, help="port (default 0: a free one)")
@@ -434,21 +455,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ids-out", default=None, metavar="FILE", help="write the created batch IDs to this CSV")
     p.add_argument("--per-second", type=int, default=20, help="per-second limit per key (default 20)")
     p.add_argument("--hourly-limit", type=int, default=5000, help="hourly budget per key (default 5000)")
-    p.add_argument("--budget-window", type=_seconds(0, SANDBOX_MAX_WINDOW, low_open=True), default=3600.0, metavar="SECONDS",
+    p.add_argument("--budget-window", type=_seconds(0, SANDBOX_MAX_WINDOW, low_open=True), default=3600.0,
+                   metavar="SECONDS",
                    help="length of the budget window (default 3600; 10 plays an hour in 10 seconds)")
     p.add_argument("--budget-mode", choices=("fixed", "rolling"), default="fixed",
                    help="fixed: the whole budget returns when the window turns over; rolling: each request "
                         "is given back a window after it was made (default fixed)")
-    p.add_argument("--tick", type=_seconds(0, SANDBOX_MAX_DELAY), default=0.0, help="seconds per progression step (default: only when told)")
-    p.add_argument("--stop-delay", type=_seconds(0, SANDBOX_MAX_DELAY), default=0.0, help="seconds from a cancel until STOPPED (default 0)")
+    p.add_argument("--tick", type=_seconds(0, SANDBOX_MAX_DELAY), default=0.0,
+                   help="seconds per progression step (default: only when told)")
+    p.add_argument("--stop-delay", type=_seconds(0, SANDBOX_MAX_DELAY), default=0.0,
+                   help="seconds from a cancel until STOPPED (default 0)")
     p.add_argument("--conflict", action="store_true", help="answer 409 to cancelling a STOPPED batch")
-    p.add_argument("--latency", type=_seconds(0, SANDBOX_MAX_LATENCY), default=0.0, help="seconds added to every answer")
+    p.add_argument("--latency", type=_seconds(0, SANDBOX_MAX_LATENCY), default=0.0,
+                   help="seconds added to every answer")
     p.add_argument("--error-rate", type=float, default=0.0, help="share of answers that are 5xx")
     p.add_argument("--throttle-rate", type=float, default=0.0, help="share of answers that are 429")
     p.add_argument("--seed", type=int, default=0, help="seed for IDs and faults")
     p.add_argument("--allow-remote", action="store_true", help="permit a --host that is not loopback")
     p.set_defaults(func=_sandbox)
 
+
+def _add_panel(sub: _Subparsers) -> None:
     p = sub.add_parser(
         "panel", help="serve the cancel panel as a web page for colleagues, until Ctrl-C",
         description="Serve the cancel panel as a web page (Voila, from the browser extra). It prints the URL to "
@@ -456,8 +483,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "and cancel made on it is appended to an audit file. Use TLS or JupyterHub for anything "
                     "beyond a trusted network.",
         epilog="Exit codes: 0 stopped with Ctrl-C; 2 refused (a host other than loopback without a token, a bad "
-               "token, port in use, an unwritable audit file, a limit below 1); 3 no API key (without --ask-key), a bad base "
-               "URL, or Voila not installed.")
+               "token, port in use, an unwritable audit file, a limit below 1); 3 no API key (without --ask-key), "
+               "a bad base URL, or Voila not installed.")
     p.add_argument("--host", default="127.0.0.1",
                    help="address to listen on (default 127.0.0.1; any other needs a token)")
     p.add_argument("--port", type=int, default=8866, help="port (default 8866; 0: a free one, printed)")
@@ -481,7 +508,6 @@ def build_parser() -> argparse.ArgumentParser:
     # Seconds a page may take to connect before its kernel is ended; short values are for tests.
     p.add_argument("--connect-timeout", type=float, default=CONNECT_TIMEOUT, help=argparse.SUPPRESS)
     p.set_defaults(func=_panel)
-    return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:

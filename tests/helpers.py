@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from bisect import bisect_left
 from typing import Any
 
 from smtoolkit import Client
@@ -25,6 +26,15 @@ def deletes(sb: Any) -> list[dict[str, Any]]:
 def deleted_ids(sb: Any) -> list[str]:
     """The batch IDs of the DELETEs a sandbox has logged, in admission order."""
     return [r["batch_id"] for r in deletes(sb)]
+
+
+def max_in_window(starts: list[float], width: float = 1.0) -> int:
+    """Most starts in any half-open window [t, t + width)."""
+    s = sorted(starts)
+    best = 0
+    for i, t in enumerate(s):  # the busiest window can always be taken to start at a start
+        best = max(best, bisect_left(s, t + width) - i)
+    return best
 
 
 class FakeClock:

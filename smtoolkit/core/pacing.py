@@ -21,13 +21,29 @@ MIN_RPS = 0.5
 FAST_STEP = 0.10
 PROBE_PERIOD = 30.0
 PROBE_STEP = 0.02
+# A start this late or less (a sleeping thread wakes a few milliseconds late: the switch
+# interval, timer slack, a busy machine) keeps the schedule: the next slot is its own slot plus
+# 1/rate, not its actual start plus 1/rate, so lateness is absorbed instead of added to every
+# later start. A later start (an idle pool, a pause) starts a new schedule from itself.
+LATE_TOLERANCE = 0.010
+# Absorbing lateness must not eat the margin SAFETY leaves for jitter on the way to the
+# server: the window guard keeps any floor(max_rps) + 1 starts at least floor(max_rps) /
+# (max_rps * SAFETY) seconds apart (1/SAFETY = 1.0256 s at a whole max_rps), as even spacing
+# does, less this much (and never less than a second), so that a late start followed by one on
+# time is not held back again.
+SQUEEZE = 0.003
 # Starts are remembered this long, so that a 429 answered long after its request was sent
 # (slow server, long timeout) can still be measured against the second before it.
 HISTORY = 120.0
 
 
 class Pacer:
-    """Evenly spaced starts: at most `max_rps` in any sliding one-second window.
+    """Evenly spaced starts on a schedule of their own: at most `max_rps` in any sliding
+    one-second window.
+
+    Each start takes the next slot of a grid that advances by 1/rate per start (GCRA, the
+    generic cell rate algorithm); a start up to LATE_TOLERANCE after its slot keeps the grid,
+    so late wake-ups do not slow every later request. No start is ever before its slot.
 
     A 429 pauses every worker until a shared "not before" time and lowers the rate to what
     the server was measured to accept; calm periods then raise it gradually back to max_rps.
@@ -41,11 +57,14 @@ class Pacer:
         self._floor = min(MIN_RPS, self._top)  # never above what the user allowed
         # Starts allowed in any sliding one-second window (at least one, for max_rps < 1).
         self._per_window = max(1, math.floor(self.max_rps))
+        # ...and in any window this long: what even spacing at full rate gives them, and at least
+        # a second. A start held by it is late; the schedule absorbs that like any lateness.
+        self._span = max(1.0, self._per_window / self._top - SQUEEZE)
         self._base = self._top  # rate right after the last throttle
         self._target = self._top  # where the fast climb after a throttle stops
         self._last_cut: float | None = None
         self._calm_since: float | None = None  # None: never throttled
-        self._last_start: float | None = None
+        self._slot: float | None = None  # the last start's slot on the schedule (None: no start yet)
         self.pause_until = -math.inf
         self._recent: deque[float] = deque()
         self.throttles = 0
@@ -66,19 +85,32 @@ class Pacer:
         return min(self._top, r * (1 + PROBE_STEP) ** min(steps, 1000))
 
     def earliest(self, now: float) -> float:
-        """The earliest time the next request may start."""
-        t = self.pause_until
-        if self._last_start is not None:
-            t = max(t, self._last_start + 1.0 / self.rate(now))
-            # Even spacing alone allows ceil(rate) starts in a window, more than a non-integer
-            # max_rps (and float rounding can add one more at integer rates): guard the window.
-            if len(self._recent) >= self._per_window:
-                t = max(t, self._recent[-self._per_window] + 1.0)
-        return max(t, now)
+        """The earliest time the next request may start (never before `now`)."""
+        return max(self._due(now), now)
+
+    def _due(self, now: float) -> float:
+        """The next slot, pushed back by a full window (see `_span`)."""
+        t = self._scheduled(now)
+        # Even spacing alone allows ceil(rate) starts in a second, more than a non-integer
+        # max_rps (and float rounding can add one more at integer rates); a late start
+        # followed by on-time ones would squeeze the window too: guard it.
+        if self._slot is not None and len(self._recent) >= self._per_window:
+            t = max(t, self._recent[-self._per_window] + self._span)
+        return t
+
+    def _scheduled(self, now: float) -> float:
+        """The next slot of the schedule (at the current rate), or the end of a pause."""
+        if self._slot is None:
+            return self.pause_until
+        return max(self.pause_until, self._slot + 1.0 / self.rate(now))
 
     def start(self, now: float) -> None:
-        """Record that a request starts now (call only when `earliest(now) <= now`)."""
-        self._last_start = now
+        """Record that a request starts now (call only when `earliest(now) <= now`).
+
+        This start's slot on the schedule is the next slot when the start is at most
+        LATE_TOLERANCE after it, else `now` itself; the next slot is 1/rate after it."""
+        scheduled = self._scheduled(now)
+        self._slot = scheduled if now - scheduled <= LATE_TOLERANCE else now
         self._recent.append(now)
         while self._recent and self._recent[0] <= now - HISTORY:
             self._recent.popleft()

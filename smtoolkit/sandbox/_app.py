@@ -15,7 +15,7 @@ from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from ._faults import Dice, Faults
-from ._limits import RateLimits
+from ._limits import Admission, RateLimits
 from ._state import BATCH_STATUSES, STOPPED, Store, query_record
 
 API_PREFIX = "/enterprise/v2"
@@ -60,6 +60,42 @@ class Response:
     @property
     def reason(self) -> str:
         return _REASONS.get(self.status, "Unknown")
+
+
+# The faults a request may meet, in the order their dice are rolled (the order keeps runs reproducible).
+_FAULT_RATES = ("reset_before_rate", "throttle_rate", "error_rate", "html_rate", "problem_rate",
+                "reset_after_rate", "truncate_rate", "hang_rate")
+
+
+@dataclass(frozen=True)
+class _Draws:
+    """One request's random decisions, all drawn up front in a fixed order, with the faults they
+    were drawn under (the settings may change while the request is answered)."""
+
+    faults: Faults
+    hits: frozenset[str]  # the names in _FAULT_RATES this request meets
+    error_status: int  # what an injected upstream failure answers
+    delay: float  # seconds: latency plus jitter
+
+    @classmethod
+    def roll(cls, faults: Faults, dice: Dice) -> _Draws:
+        hits = frozenset(name for name in _FAULT_RATES if dice.roll(getattr(faults, name)))
+        return cls(faults, hits, dice.choice((500, 502, 503)), faults.latency + dice.uniform(faults.jitter))
+
+    @property
+    def problem(self) -> bool:
+        """Errors are answered as problem+json, not the API's envelope."""
+        return "problem_rate" in self.hits
+
+
+@dataclass(frozen=True)
+class _Answered:
+    """A response and what the request log says about it."""
+
+    response: Response
+    fault: str | None = None
+    remaining: int | None = None
+    admitted_at: float | None = None
 
 
 class App:
@@ -131,89 +167,84 @@ class App:
 
     # -- the API ------------------------------------------------------------------------------
     def handle(self, method: str, target: str, headers: dict[str, str], body: bytes) -> Response:
-        """Answer one request to the API (everything under API_PREFIX or not control)."""
+        """Answer one request to the API (everything under API_PREFIX or not control), and log it."""
         seq = self._next_seq()
         started = self._wall()
         path = urlsplit(target).path
         key = _bearer(headers.get("authorization"))
-        faults = self.faults
-        dice = Dice(self.seed, seq)
-        # Draw every decision up front, in a fixed order, so runs are reproducible.
-        roll = {name: dice.roll(getattr(faults, name)) for name in (
-            "reset_before_rate", "throttle_rate", "error_rate", "html_rate", "problem_rate",
-            "reset_after_rate", "truncate_rate", "hang_rate")}
-        error_status = dice.choice((500, 502, 503))
-        delay = faults.latency + dice.uniform(faults.jitter)
-        problem = roll["problem_rate"]
-        batch_id = _batch_id_of(path)
-        entry: dict[str, Any] = {
+        draws = _Draws.roll(self.faults, Dice(self.seed, seq))
+        answered = self._answer(method, path, target, body, key, draws)
+        resp = answered.response
+        self.record({
             "seq": seq, "time": started, "method": method, "path": path, "target": target,
-            "batch_id": batch_id, "key": fingerprint(key), "status": None, "fault": None,
-            "remaining": None,
+            "batch_id": _batch_id_of(path), "key": fingerprint(key),
+            "status": None if resp.action in ("reset_before", "reset_after") else resp.status,
+            "fault": answered.fault, "remaining": answered.remaining,
             # When the limiter admitted it (its monotonic clock), None if never admitted. Under
             # concurrency neither `time` nor `seq` (both taken at arrival) is admission order.
-            "admitted_at": None,
-        }
+            "admitted_at": answered.admitted_at,
+        })
+        return resp
 
-        def finish(resp: Response, fault: str | None = None, remaining: int | None = None) -> Response:
-            entry.update(status=None if resp.action in ("reset_before", "reset_after") else resp.status,
-                         fault=fault, remaining=remaining)
-            self.record(entry)
-            return resp
-
-        if roll["reset_before_rate"]:
-            return finish(Response(0, action="reset_before"), "reset_before")
-
+    def _answer(self, method: str, path: str, target: str, body: bytes, key: str | None,
+                draws: _Draws) -> _Answered:
+        """A connection reset, a refusal (key, rate limits), an injected fault or the route's answer."""
+        if "reset_before_rate" in draws.hits:
+            return _Answered(Response(0, action="reset_before"), "reset_before")
         if key is None or key not in self.keys:
-            limit, remaining = self.limits.peek(None)
-            resp = self._error(401, "Invalid or missing API key",
-                               "Send the API key as 'Authorization: Bearer <key>'.",
-                               problem=problem, path=path)
-            resp.headers["WWW-Authenticate"] = 'Bearer realm="supermetrics", error="invalid_token"'
-            _rate_headers(resp, limit, remaining)
-            return finish(resp)
-
+            return _Answered(self._unauthorized(draws.problem, path))
         adm = self.limits.admit(key)
-        entry["admitted_at"] = adm.at
         if not adm.admitted:
-            what = "Hourly request budget used up" if adm.reason == "hourly" else "Too many requests per second"
-            resp = self._error(429, what, f"Retry after {adm.retry_after} s.", problem=problem, path=path)
-            resp.headers["Retry-After"] = str(adm.retry_after)
-            _rate_headers(resp, adm.limit, adm.remaining)
-            return finish(resp, remaining=adm.remaining)
-
-        injected = self._injected(faults, roll, error_status, delay, problem, path)
-        if injected is not None:
-            _rate_headers(injected[0], adm.limit, adm.remaining)
-            return finish(*injected, adm.remaining)
-
-        resp = self._route(method, path, target, body, problem)
-        resp.delay = delay + (faults.hang_seconds if roll["hang_rate"] else 0.0)
+            return _Answered(self._over_limit(adm, draws.problem, path), None, adm.remaining, adm.at)
+        resp, fault = self._injected(draws, path) or self._routed(method, path, target, body, draws)
         _rate_headers(resp, adm.limit, adm.remaining)
-        fault = "hang" if roll["hang_rate"] else None
-        if roll["reset_after_rate"]:
-            resp.action, fault = "reset_after", "reset_after"
-        elif roll["truncate_rate"]:
-            resp.action, fault = "truncate", "truncate"
-        return finish(resp, fault, adm.remaining)
+        return _Answered(resp, fault, adm.remaining, adm.at)
 
-    def _injected(self, faults: Faults, roll: dict[str, bool], error_status: int, delay: float, problem: bool,
-                  path: str) -> tuple[Response, str] | None:
-        """The answer of an injected fault after admission (throttle, HTML page, 5xx), if one was drawn."""
-        if roll["throttle_rate"]:
-            resp = self._error(429, "Too many requests (injected)", problem=problem, path=path)
-            if faults.throttle_retry_after:
+    def _unauthorized(self, problem: bool, path: str) -> Response:
+        limit, remaining = self.limits.peek(None)
+        resp = self._error(401, "Invalid or missing API key", "Send the API key as 'Authorization: Bearer <key>'.",
+                           problem=problem, path=path)
+        resp.headers["WWW-Authenticate"] = 'Bearer realm="supermetrics", error="invalid_token"'
+        _rate_headers(resp, limit, remaining)
+        return resp
+
+    def _over_limit(self, adm: Admission, problem: bool, path: str) -> Response:
+        what = "Hourly request budget used up" if adm.reason == "hourly" else "Too many requests per second"
+        resp = self._error(429, what, f"Retry after {adm.retry_after} s.", problem=problem, path=path)
+        resp.headers["Retry-After"] = str(adm.retry_after)
+        _rate_headers(resp, adm.limit, adm.remaining)
+        return resp
+
+    def _injected(self, draws: _Draws, path: str) -> tuple[Response, str] | None:
+        """The injected answer that replaces the route's (429, an HTML 502, a 5xx) and its fault name."""
+        if "throttle_rate" in draws.hits:
+            resp = self._error(429, "Too many requests (injected)", problem=draws.problem, path=path)
+            if draws.faults.throttle_retry_after:
                 resp.headers["Retry-After"] = "1"
             return resp, "throttle"
-        if roll["html_rate"]:
-            return Response(502, _HTML_PAGE, "text/html; charset=utf-8", delay=delay), "html"
-        if roll["error_rate"]:
-            resp = self._error(error_status, "Upstream failure (injected)", problem=problem, path=path)
-            if error_status == 503:
+        if "html_rate" in draws.hits:
+            return Response(502, _HTML_PAGE, "text/html; charset=utf-8", delay=draws.delay), "html"
+        if "error_rate" in draws.hits:
+            status = draws.error_status
+            resp = self._error(status, "Upstream failure (injected)", problem=draws.problem, path=path)
+            if status == 503:
                 resp.headers["Retry-After"] = "1"
-            resp.delay = delay
-            return resp, f"error_{error_status}"
+            resp.delay = draws.delay
+            return resp, f"error_{status}"
         return None
+
+    def _routed(self, method: str, path: str, target: str, body: bytes,
+                draws: _Draws) -> tuple[Response, str | None]:
+        """The route's answer, late (a hang), cut off after it was applied or truncated, as drawn."""
+        resp = self._route(method, path, target, body, draws.problem)
+        hang = "hang_rate" in draws.hits
+        resp.delay = draws.delay + (draws.faults.hang_seconds if hang else 0.0)
+        fault = "hang" if hang else None
+        if "reset_after_rate" in draws.hits:
+            resp.action, fault = "reset_after", "reset_after"
+        elif "truncate_rate" in draws.hits:
+            resp.action, fault = "truncate", "truncate"
+        return resp, fault
 
     def _route(self, method: str, path: str, target: str, body: bytes, problem: bool) -> Response:
         rel = path[len(API_PREFIX):] if path.startswith(API_PREFIX + "/") else None

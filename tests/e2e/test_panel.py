@@ -19,8 +19,8 @@ import pytest
 
 from smtoolkit import Client
 from smtoolkit.config import API_KEY_ENV
-from smtoolkit.panel import CancelPanel
 from smtoolkit.sandbox import Sandbox
+from smtoolkit.ui.panel import CancelPanel
 from tests.helpers import deletes, fast_client
 from tests.scripted import Reply, Scripted, batch, envelope
 

@@ -1,4 +1,4 @@
-"""The page `smtoolkit panel` serves, built as a visitor's kernel builds it (`panel_page.page`)
+"""The page `smtoolkit panel` serves, built as a visitor's kernel builds it (`ui.page.page`)
 from the settings the server leaves in the environment, and driven in code against the sandbox.
 The browser tests (tests/browser/test_share_browser.py) drive the same page through Voilà."""
 
@@ -13,9 +13,9 @@ import pytest
 
 from smtoolkit.config import API_KEY_ENV, BASE_URL_ENV, PANEL_TOKEN_ENV, export_panel_settings
 from smtoolkit.errors import ConfigError
-from smtoolkit.panel import CancelPanel
-from smtoolkit.panel_page import page
 from smtoolkit.sandbox import Sandbox
+from smtoolkit.ui.page import page
+from smtoolkit.ui.panel import CancelPanel
 from tests.helpers import SandboxAnswers
 
 KEY = "sbx_PAGE-SECRET-KEY_4c9e1a7f2b"

@@ -160,7 +160,7 @@ def test_ctrl_c_stops_the_page_where_asyncio_has_no_signal_handlers(monkeypatch:
     a periodic wake-up lets Ctrl-C reach a blocked select(). Simulated on this machine."""
     import signal
 
-    from smtoolkit import panel_server
+    from smtoolkit.ui import server as panel_server
 
     calls: list[str] = []
 

@@ -32,8 +32,8 @@ import pytest
 import smtoolkit as sm
 from smtoolkit import Client
 from smtoolkit.config import API_KEY_ENV
-from smtoolkit.panel import CancelPanel
 from smtoolkit.sandbox import Faults, Sandbox
+from smtoolkit.ui.panel import CancelPanel
 
 _KEY_HEX = secrets.token_hex(16)
 _WRONG_HEX = secrets.token_hex(16)

@@ -1,4 +1,4 @@
-"""The panel page's audit trail (`smtoolkit.audit`) on its own: no server, no browser.
+"""The panel page's audit trail (`smtoolkit.ui.audit`) on its own: no server, no browser.
 
 Its lines are the journal's records plus who and when, whole lines even when several
 processes (several visitors' kernels) append at once, in files with the usual permissions."""
@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from smtoolkit.audit import AuditTrail, audit_path
 from smtoolkit.core.outcomes import Outcome, Result
 from smtoolkit.errors import InputError
 from smtoolkit.journal import record_line, record_of
+from smtoolkit.ui.audit import AuditTrail, audit_path
 
 AT = datetime(2026, 12, 1, 9, 30, 15, 250000, tzinfo=UTC)
 API = "https://api.supermetrics.com/enterprise/v2"

@@ -6,7 +6,7 @@ import pytest
 
 from smtoolkit.core.reasons import Reason
 from smtoolkit.limiter import Limiter, Refused, RunContext
-from tests.helpers import FakeClock
+from tests.helpers import FakeClock, max_in_window
 
 
 def test_requests_are_spaced_on_the_injected_clock_and_counted_per_run() -> None:
@@ -58,3 +58,20 @@ def test_the_reserve_and_a_stop_refuse_at_once() -> None:
     with pytest.raises(Refused) as info:
         Limiter(20.0, None).acquire(run, 1e9)
     assert info.value.reason is Reason.HALTED
+
+
+def test_late_wake_ups_do_not_slow_every_later_request() -> None:
+    # Every sleep wakes 2 ms late (the switch interval, timer slack, a busy machine): the
+    # schedule absorbs it, so 1,000 starts at 50/s take (N-1)/(0.975 R) plus one late wake-up,
+    # not 2 ms more per request (before the fix: 1.126x (N-1)/R).
+    clock = FakeClock(0.0)
+    gate = Limiter(50.0, None, clock=clock.now, sleep=lambda s: clock.sleep(s + 0.002))
+    starts = []
+    for _ in range(1000):
+        t = gate.acquire(None, deadline=1e9)
+        starts.append(t)
+        gate.answered(t, None, None)
+    ideal = (len(starts) - 1) / 50.0
+    assert starts[-1] - starts[0] <= 1.03 * ideal
+    assert max_in_window(starts) <= 50
+    assert all(b > a for a, b in zip(starts, starts[1:], strict=False))

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import heapq
 import math
-from bisect import bisect_left
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -13,18 +12,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from smtoolkit.core.pacing import MIN_RPS, PROBE_PERIOD, PROBE_STEP, SAFETY, Budget, Pacer
+from smtoolkit.core.pacing import LATE_TOLERANCE, MIN_RPS, PROBE_PERIOD, PROBE_STEP, SAFETY, SQUEEZE, Budget, Pacer
+from tests.helpers import max_in_window
 
 # -- helpers -----------------------------------------------------------------------------------
-
-
-def max_in_window(starts: list[float], width: float = 1.0) -> int:
-    """Most starts in any half-open window [t, t + width)."""
-    s = sorted(starts)
-    best = 0
-    for i, t in enumerate(s):  # the busiest window can always be taken to start at a start
-        best = max(best, bisect_left(s, t + width) - i)
-    return best
 
 
 def allowed_per_second(max_rps: float) -> int:
@@ -638,3 +629,93 @@ def test_unmeasured_throttles_do_not_ratchet_the_ceiling_down() -> None:
     # ...but the climb goes back to the original rate within seconds, not minutes.
     climb = math.log(20 * SAFETY / (low / (1 + FAST_STEP) ** 0)) / math.log(1 + FAST_STEP)
     assert p.rate(t + climb + 2) == pytest.approx(20 * SAFETY)
+
+
+# -- Pacer: a schedule of its own (late wake-ups) ----------------------------------------------
+
+
+def test_a_slightly_late_start_keeps_the_schedule() -> None:
+    p = Pacer(50)
+    step = 1 / (50 * SAFETY)
+    p.start(0.0)
+    p.start(step + 0.002)  # woke 2 ms late
+    assert p.earliest(step + 0.002) == pytest.approx(2 * step)  # the lateness is not passed on
+    p.start(2 * step + 0.002)
+    assert p.earliest(0.0) == pytest.approx(3 * step)
+
+
+def test_a_start_later_than_the_tolerance_begins_a_new_schedule() -> None:
+    p = Pacer(50)
+    step = 1 / (50 * SAFETY)
+    p.start(0.0)
+    late = step + LATE_TOLERANCE + 0.001  # an idle pool, not a late wake-up: no catching up
+    p.start(late)
+    assert p.earliest(late) == pytest.approx(late + step)
+
+
+def test_a_start_held_by_the_window_guard_is_not_caught_up() -> None:
+    # 2.5/s: two starts a second; the third waits for the window, and the fourth is spaced from it.
+    p = Pacer(2.5)
+    step = 1 / (2.5 * SAFETY)
+    p.start(0.0)
+    p.start(step)
+    assert p.earliest(step) == pytest.approx(1.0)
+    p.start(1.0)
+    assert p.earliest(1.0) == pytest.approx(1.0 + step)
+
+
+def simulate_late_workers(max_rps: float, workers: int, latency: float, late: list[float], count: int,
+                          throttles: dict[int, float]) -> tuple[Pacer, list[float], list[tuple[int, float, float]]]:
+    """Workers on a simulated clock, as the limiter runs them: each asks `earliest`, sleeps until
+    then and wakes `late[i % len(late)]` seconds late (or starts at once), waits `latency` for
+    the answer, and the answer to start number k is a 429 asking for `throttles[k]` seconds.
+    Returns the pacer, the starts and the pauses (starts before it, from, until)."""
+    pacer = Pacer(max_rps)
+    events = [(0.0, w, -1) for w in range(workers)]  # (time, worker, start answered or -1)
+    heapq.heapify(events)
+    starts: list[float] = []
+    pauses: list[tuple[int, float, float]] = []
+    wakes = 0
+    while events and len(starts) < count:
+        now, w, answered = heapq.heappop(events)
+        if answered in throttles:
+            pauses.append((len(starts), now, now + throttles[answered]))
+            pacer.throttled(now, starts[answered], throttles[answered])
+        e = pacer.earliest(now)
+        assert e >= now
+        if e <= now:
+            pacer.start(now)
+            starts.append(now)
+            heapq.heappush(events, (now + latency, w, len(starts) - 1))
+        else:
+            heapq.heappush(events, (e + late[wakes % len(late)], w, -1))
+            wakes += 1
+    return pacer, starts, pauses
+
+
+@settings(max_examples=200, deadline=None)
+@given(max_rps=st.one_of(st.integers(1, 200), st.floats(0.5, 200), st.sampled_from([20 / SAFETY, 2.5, 1.5])),
+       workers=st.integers(1, 12), latency=st.floats(0.0, 0.5),
+       late=st.lists(st.floats(0.0, 0.05), min_size=1, max_size=12),
+       throttles=st.dictionaries(st.integers(0, 250), st.floats(0.0, 3.0), max_size=6))
+def test_late_wake_ups_and_429s_never_overfill_a_window(max_rps: float, workers: int, latency: float,
+                                                        late: list[float], throttles: dict[int, float]) -> None:
+    pacer, starts, pauses = simulate_late_workers(max_rps, workers, latency, late, 250, throttles)
+    assert len(starts) == 250
+    assert max_in_window(starts) <= allowed_per_second(max_rps)
+    # ...and absorbing lateness never squeezes the margin that pacing at SAFETY leaves.
+    span = max(1.0, allowed_per_second(max_rps) / (max_rps * SAFETY) - SQUEEZE)
+    assert max_in_window(starts, span * (1 - 1e-9)) <= allowed_per_second(max_rps)
+    for n, a, b in pauses:
+        assert not any(a <= t < b for t in starts[n:]), "a request started during a 429 pause"
+
+
+@settings(max_examples=100, deadline=None)
+@given(max_rps=st.integers(1, 200), workers=st.integers(1, 12),
+       late=st.lists(st.floats(0.0, SQUEEZE * 0.999), min_size=1, max_size=12))
+def test_late_wake_ups_cost_nothing_downstream(max_rps: int, workers: int, late: list[float]) -> None:
+    # Eager workers, wake-ups a few milliseconds late (up to SQUEEZE): start k is never later
+    # than its slot on the schedule from the first start plus one wake-up's lateness.
+    _, starts, _ = simulate_late_workers(max_rps, workers, 0.0, late, 250, {})
+    step = 1 / (max_rps * SAFETY)
+    assert all(t - starts[0] <= k * step + max(late) + 1e-9 for k, t in enumerate(starts))

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 import pytest
 
 from smtoolkit.core.outcomes import Outcome, Result
-from smtoolkit.panel_html import armed_html, card_html, fmt, history_html, kind_of, message_html
+from smtoolkit.ui.html import armed_html, card_html, fmt, history_html, kind_of, message_html
 
 
 def cell(card: str, name: str) -> str | None:

@@ -1,11 +1,11 @@
-"""The page limits of `smtoolkit panel` (`panel_limits.PageLimits`), story by story on a fake clock.
+"""The page limits of `smtoolkit panel` (`ui.limits.PageLimits`), story by story on a fake clock.
 The server wired to them is tested in tests/e2e/test_panel_server.py and the browser tests."""
 
 from __future__ import annotations
 
 import pytest
 
-from smtoolkit.panel_limits import Page, PageLimits, Refusal
+from smtoolkit.ui.limits import Page, PageLimits, Refusal
 from tests.helpers import FakeClock
 
 

@@ -8,8 +8,8 @@ import html
 from datetime import UTC, datetime
 from typing import Any
 
-from .core.answers import compact_json
-from .core.outcomes import Outcome, Result, parse_time
+from ..core.answers import compact_json
+from ..core.outcomes import Outcome, Result, parse_time
 
 GOOD = frozenset({Outcome.CANCELLED, Outcome.ALREADY_STOPPED, Outcome.WOULD_CANCEL})
 WARN = frozenset({Outcome.STOPPING, Outcome.NOT_FOUND, Outcome.DUPLICATE, Outcome.SKIPPED})

@@ -1,6 +1,6 @@
 """The page `smtoolkit panel` serves, as each visitor's kernel builds it.
 
-The server (`panel_server`) leaves its settings in the environment the kernel inherits (see
+The server (`ui.server`) leaves its settings in the environment the kernel inherits (see
 `config.export_panel_settings`) and writes the visitor's address into the page's one cell.
 Here they become a `CancelPanel` that uses the server's key or asks for the visitor's own, and
 that appends every look-up and cancel to the audit trail before showing its result.
@@ -16,11 +16,11 @@ from __future__ import annotations
 
 import ipywidgets as widgets
 
+from ..client import Client
+from ..config import panel_settings
 from .audit import AuditTrail
-from .client import Client
-from .config import panel_settings
+from .html import page_notice_html
 from .panel import CancelPanel
-from .panel_html import page_notice_html
 
 
 class PanelPage(widgets.VBox):

@@ -24,9 +24,9 @@ from typing import Any
 
 from filelock import FileLock
 
-from .core.outcomes import Result
-from .errors import InputError
-from .journal import record_line, record_of
+from ..core.outcomes import Result
+from ..errors import InputError
+from ..journal import record_line, record_of
 
 DEFAULT_AUDIT = "smtoolkit-panel-audit.jsonl"
 ACTIONS = ("lookup", "cancel")

@@ -11,23 +11,46 @@ import html
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 import ipywidgets as widgets
 import pandas as pd
 
-from .client import Client
-from .core.ids import check_id
-from .core.outcomes import Result
-from .errors import ConfigError, MissingKeyError
-from .frames import export_csv, history_frame
-from .panel_html import armed_html, card_html, history_html, message_html
+from ..client import Client
+from ..core.ids import check_id
+from ..core.outcomes import Result
+from ..errors import ConfigError, MissingKeyError
+from ..frames import export_csv, history_frame
+from .html import armed_html, card_html, history_html, message_html
 
 HISTORY_SHOWN = 10  # rows of history shown in the panel (all are kept in `history`)
 # Typing an ID and then clicking Look up is one action: leaving the text box already started the
 # look-up, so a click for the same ID within this many seconds does not start a second one.
 SAME_LOOKUP_WINDOW = 2.0
+
+
+@dataclass
+class _RequestState:
+    """What the panel's requests have done and may do next (its widgets live on the panel).
+
+    Jupyter may deliver a text box's change and a button's click on different threads
+    (ipykernel 7 in JupyterLab): each action decides and starts under `acting`. `rows` is also
+    read by `history` from any thread, under `rows_lock`.
+    """
+
+    armed: str | None = None  # the batch ID a confirm would cancel
+    looked_up: dict[str, Result] = field(default_factory=dict)  # the latest look-up of each ID
+    last_lookup: tuple[str, float] | None = None  # (batch ID, when it was started)
+    rows: list[dict[str, Any]] = field(default_factory=list)  # one per action: the history
+    refusing: str | None = None  # why nothing more may be sent (on_action failed)
+    thread: threading.Thread | None = None  # the request in flight, or the last one
+    rows_lock: threading.Lock = field(default_factory=threading.Lock)
+    acting: threading.RLock = field(default_factory=threading.RLock)
+
+    def in_flight(self) -> bool:
+        return self.thread is not None and self.thread.is_alive()
 
 
 class CancelPanel(widgets.VBox):
@@ -55,29 +78,9 @@ class CancelPanel(widgets.VBox):
         self._client = client
         self._client_kwargs = client_kwargs
         self._on_action = on_action
-        self._refusing: str | None = None  # why nothing more may be sent (on_action failed)
-        self.key_input: widgets.Password | None = None
-        if ask_key:
-            self.key_input = widgets.Password(description="API key", placeholder="your Supermetrics API key")
-            self.key_input.observe(self._on_key_change, names="value")
-        elif client is None:
-            try:
-                self._client = Client(**client_kwargs)
-            except MissingKeyError:
-                if "api_key" in client_kwargs:
-                    raise
-                self.key_input = widgets.Password(description="API key", placeholder="not echoed anywhere")
-                self.key_input.observe(self._on_key_change, names="value")
-        self._lock = threading.Lock()
-        # Jupyter may deliver a text box's change and a button's click on different threads
-        # (ipykernel 7 in JupyterLab): each action decides and starts under this one lock.
-        self._acting = threading.RLock()
-        self._thread: threading.Thread | None = None
-        self._armed: str | None = None
-        self._looked_up: dict[str, Result] = {}
-        self._last_lookup: tuple[str, float] | None = None  # (batch ID, when it was started)
+        self._state = _RequestState()
         self.repeat_after = SAME_LOOKUP_WINDOW  # seconds before the same ID is looked up again
-        self._rows: list[dict[str, Any]] = []
+        self.key_input = self._key_box(ask_key)
 
         self.id_input = widgets.Text(description="Batch ID", placeholder="qrb_…", continuous_update=False,
                                      layout=widgets.Layout(width="420px"))
@@ -101,7 +104,29 @@ class CancelPanel(widgets.VBox):
             self.export_path = widgets.Text(value="smtoolkit-panel-history.csv", description="CSV file",
                                             layout=widgets.Layout(width="420px"))
             self.export_button.on_click(lambda _: self.export())
+        super().__init__(children=self._shown(), layout=widgets.Layout(padding="6px", border="1px solid #ddd"))
 
+    def _key_box(self, ask_key: bool) -> widgets.Password | None:
+        """The API key box, when the panel asks for the key or has none (no client was given and
+        the environment has no key); else None, with the client made from the environment."""
+        if ask_key:
+            placeholder = "your Supermetrics API key"
+        elif self._client is not None:
+            return None
+        else:
+            try:
+                self._client = Client(**self._client_kwargs)
+                return None
+            except MissingKeyError:
+                if "api_key" in self._client_kwargs:
+                    raise
+            placeholder = "not echoed anywhere"
+        box = widgets.Password(description="API key", placeholder=placeholder)
+        box.observe(self._on_key_change, names="value")
+        return box
+
+    def _shown(self) -> list[widgets.Widget]:
+        """The panel's rows, top to bottom: every widget it made, and no other."""
         rows: list[widgets.Widget] = []
         if self.key_input is not None:
             rows.append(self.key_input)
@@ -115,11 +140,11 @@ class CancelPanel(widgets.VBox):
         ]
         if self.export_path is not None and self.export_button is not None:
             rows.append(widgets.HBox([self.export_path, self.export_button]))
-        super().__init__(children=rows, layout=widgets.Layout(padding="6px", border="1px solid #ddd"))
+        return rows
 
     def __repr__(self) -> str:
         # What Jupyter shows when it cannot draw widgets: say why, and what to do.
-        return (f"<CancelPanel actions={len(self._rows)}>: if you see this text instead of the panel, this "
+        return (f"<CancelPanel actions={len(self._state.rows)}>: if you see this text instead of the panel, this "
                 "Jupyter has no widget front-end. Install it where Jupyter runs (pip install jupyterlab_widgets, "
                 "or ipywidgets, in the server's environment), restart Jupyter and reload the page.")
 
@@ -135,20 +160,20 @@ class CancelPanel(widgets.VBox):
     @property
     def history(self) -> pd.DataFrame:
         """One row per action taken in this panel, with the report's columns (plus action, at)."""
-        with self._lock:
-            rows = list(self._rows)
+        with self._state.rows_lock:
+            rows = list(self._state.rows)
         return history_frame(rows)
 
     def wait(self, timeout: float | None = 30.0) -> None:
         """Block until the request in flight (if any) has finished and been shown."""
-        t = self._thread
+        t = self._state.thread
         if t is not None:
             t.join(timeout)
 
     @property
     def armed(self) -> str | None:
         """The batch ID a confirm would cancel, or None."""
-        return self._armed
+        return self._state.armed
 
     # -- actions ------------------------------------------------------------------------------
     def _on_id_change(self, change: dict[str, Any]) -> None:
@@ -160,7 +185,7 @@ class CancelPanel(widgets.VBox):
         # A retyped key is used from the next request on (one in flight keeps its client).
         if change.get("new"):
             self._client = None
-            self._last_lookup = None  # another key: the same ID is worth looking up again
+            self._state.last_lookup = None  # another key: the same ID is worth looking up again
 
     def _checked_id(self) -> str | None:
         c = check_id(self.id_input.value)
@@ -173,34 +198,31 @@ class CancelPanel(widgets.VBox):
     def lookup(self) -> None:
         """Show the batch's current information without changing it (once per action: the same
         ID asked for again while its look-up runs, or just after, is not looked up twice)."""
-        with self._acting:
+        with self._state.acting:
             batch_id = self._checked_id()
             if batch_id is None:
                 return
-            last = self._last_lookup
+            last = self._state.last_lookup
             if last is not None and last[0] == batch_id and (
-                    self._busy() or time.monotonic() - last[1] < self.repeat_after):
+                    self._state.in_flight() or time.monotonic() - last[1] < self.repeat_after):
                 return
             if self._run(f"Looking up {batch_id}…", lambda c: self._do_lookup(c, batch_id)):
-                self._last_lookup = (batch_id, time.monotonic())
-
-    def _busy(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
+                self._state.last_lookup = (batch_id, time.monotonic())
 
     def arm(self) -> None:
         """First step of a cancel: show what will be cancelled; only confirm sends it."""
-        with self._acting:
+        with self._state.acting:
             batch_id = self._checked_id()
             if batch_id is None:
                 return
-            self._armed = batch_id
+            self._state.armed = batch_id
             self.confirm_button.disabled = False
-            self._say("warn", armed_html(batch_id, self._looked_up.get(batch_id)))
+            self._say("warn", armed_html(batch_id, self._state.looked_up.get(batch_id)))
 
     def confirm(self) -> None:
         """Send the DELETE for the armed batch, if the ID has not changed since arming."""
-        with self._acting:
-            batch_id = self._armed
+        with self._state.acting:
+            batch_id = self._state.armed
             current = check_id(self.id_input.value).batch_id
             if batch_id is None or batch_id != current:
                 self._disarm()
@@ -219,11 +241,12 @@ class CancelPanel(widgets.VBox):
         except ValueError as exc:
             self._say("bad", html.escape(str(exc)))
             return
-        self._say("good", f"History ({len(self._rows)} rows) written to <code>{html.escape(str(path))}</code>.")
+        rows = len(self._state.rows)
+        self._say("good", f"History ({rows} rows) written to <code>{html.escape(str(path))}</code>.")
 
     # -- plumbing -----------------------------------------------------------------------------
     def _disarm(self) -> None:
-        self._armed = None
+        self._state.armed = None
         self.confirm_button.disabled = True
 
     def _client_now(self) -> Client:
@@ -240,10 +263,10 @@ class CancelPanel(widgets.VBox):
 
     def _run(self, doing: str, work: Callable[[Client], None]) -> bool:
         """Start `work` on a worker thread; False when it could not start (busy, no key)."""
-        if self._refusing is not None:
-            self._say("bad", html.escape(self._refusing))
+        if self._state.refusing is not None:
+            self._say("bad", html.escape(self._state.refusing))
             return False
-        if self._busy():
+        if self._state.in_flight():
             self._say("warn", "A request is still in flight; wait for it.")
             return False
         try:
@@ -261,13 +284,13 @@ class CancelPanel(widgets.VBox):
             finally:
                 self._set_busy(False, "")
 
-        self._thread = threading.Thread(target=target, name="smtoolkit-panel", daemon=True)
-        self._thread.start()
+        self._state.thread = threading.Thread(target=target, name="smtoolkit-panel", daemon=True)
+        self._state.thread.start()
         return True
 
     def _set_busy(self, busy: bool, text: str) -> None:
         for b in (self.lookup_button, self.cancel_button):
-            b.disabled = busy or self._refusing is not None
+            b.disabled = busy or self._state.refusing is not None
         if self.export_button is not None:
             self.export_button.disabled = busy
         if busy:
@@ -277,37 +300,37 @@ class CancelPanel(widgets.VBox):
     def _record(self, action: str, r: Result) -> None:
         row = r.row()
         row.update(action=action, at=datetime.now(UTC))
-        with self._lock:
-            self._rows.append(row)
-            recent = self._rows[-HISTORY_SHOWN:][::-1]
+        with self._state.rows_lock:
+            self._state.rows.append(row)
+            recent = self._state.rows[-HISTORY_SHOWN:][::-1]
         self.history_view.value = history_html(recent)
         if self._on_action is not None:
             try:
                 self._on_action(action, r)
             except Exception as exc:  # noqa: BLE001 - the action is done; say it was not recorded
                 why = getattr(exc, "strerror", None) or type(exc).__name__  # no server paths shown
-                self._refusing = (f"This {action} was done but could not be recorded ({why}); this panel "
-                                  "sends nothing more. Tell whoever runs it.")
-                self._say("bad", html.escape(self._refusing))
+                self._state.refusing = (f"This {action} was done but could not be recorded ({why}); "
+                                        "this panel sends nothing more. Tell whoever runs it.")
+                self._say("bad", html.escape(self._state.refusing))
 
     def _do_lookup(self, client: Client, batch_id: str) -> None:
         r = client.lookup(batch_id)
         counts = client.query_counts(batch_id) if r.http_status == 200 else None
-        self._looked_up[batch_id] = r
+        self._state.looked_up[batch_id] = r
         self._record("lookup", r)
-        self._settle(batch_id, "looked up")
+        self._after_request(batch_id, "looked up")
         self.card.value = card_html("Look-up", r, counts, client.budget.remaining)
 
     def _do_cancel(self, client: Client, batch_id: str) -> None:
         r = client.cancel(batch_id)
         self._record("cancel", r)
-        self._settle(batch_id, "cancelled")
+        self._after_request(batch_id, "cancelled")
         self.card.value = card_html("Cancel", r, None, client.budget.remaining)
 
-    def _settle(self, batch_id: str, done: str) -> None:
+    def _after_request(self, batch_id: str, done: str) -> None:
         """Clear the message, unless the ID changed while the request was in flight (or the
         panel now refuses to send: that message stays)."""
-        if self._refusing is not None:
+        if self._state.refusing is not None:
             return
         if check_id(self.id_input.value).batch_id not in (None, batch_id):
             self._say("warn", f"The ID changed while <code>{html.escape(batch_id)}</code> was being {done}; "
