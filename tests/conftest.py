@@ -1,6 +1,8 @@
 """Shared fixtures, one per thing: a clean environment for every test, a fresh sandbox on
-127.0.0.1 (configured per module or test with `@pytest.mark.sandbox(**settings)`), and a fast
-client pointed at it. Shared helpers live in `tests/helpers.py`."""
+127.0.0.1 (configured per module or test with `@pytest.mark.sandbox(**settings)`, e.g. its
+key), a fast client and a plain requests session (`api`) pointed at it. Shared helpers live in
+`tests/helpers.py` (among them `wait_for` and `nothing_more_sent`: tests wait on events, never
+on the clock), browser pieces in `tests/browser/chromium.py`."""
 
 from __future__ import annotations
 
@@ -11,7 +13,7 @@ import pytest
 
 from smtoolkit import Client
 from smtoolkit.sandbox import Sandbox
-from tests.helpers import fast_client
+from tests.helpers import Api, fast_client
 
 
 @pytest.fixture(autouse=True)
@@ -38,3 +40,10 @@ def client(sandbox: Sandbox) -> Iterator[Client]:
     """A client for `sandbox` with fast backoff so retry tests stay quick."""
     with fast_client(sandbox) as c:
         yield c
+
+
+@pytest.fixture
+def api(sandbox: Sandbox) -> Iterator[Api]:
+    """A requests session pointed at `sandbox`'s API, with its key."""
+    with Api(sandbox) as a:
+        yield a

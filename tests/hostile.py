@@ -43,7 +43,7 @@ class Conn:
             if not self.alive():
                 return
             self.sock.sendall(data[i:i + 1])
-            time.sleep(interval)
+            time.sleep(interval)  # the behaviour under test: bytes that come slowly, for ever
 
 
 def head(status: int = 200, headers: dict[str, str] | None = None, reason: str = "X") -> bytes:
@@ -93,7 +93,7 @@ def endless_continue(interval: float = 0.1) -> Behaviour:
     def behave(c: Conn) -> None:
         while c.alive():
             c.send(b"HTTP/1.1 100 Continue\r\n\r\n")
-            time.sleep(interval)
+            time.sleep(interval)  # the behaviour under test: interim answers, each well within a timeout
 
     return behave
 
@@ -110,8 +110,7 @@ def reset() -> Behaviour:
 def silent() -> Behaviour:
     """Read the request and never answer."""
     def behave(c: Conn) -> None:
-        while c.alive():
-            time.sleep(0.05)
+        c.server.closing.wait()  # until the server closes
 
     return behave
 

@@ -8,10 +8,10 @@ import re
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 from smtoolkit.config import API_KEY_ENV, BASE_URL_ENV, PANEL_TOKEN_ENV
+from tests.helpers import wait_for
 
 
 def panel_env(home: Path, *, key: str | None, base_url: str | None, token: str | None = None) -> dict[str, str]:
@@ -52,12 +52,16 @@ class ServedPanel:
             cwd=folder, stdout=self._out, stderr=self._err, env=panel_env(home, key=key, base_url=base_url,
                                                                           token=token))
         self.returncode: int | None = None
-        deadline = time.monotonic() + 90
-        while not (m := re.search(r"Open: (http://\S+)", self.out_path.read_text())):
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError(f"smtoolkit panel did not start:\n{self.out()}\n{self.err()[-3000:]}")
-            time.sleep(0.1)
+        def printed() -> re.Match[str] | None:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"smtoolkit panel exited:\n{self.out()}\n{self.err()[-3000:]}")
+            return re.search(r"Open: (http://\S+)", self.out_path.read_text())
+
+        try:
+            m = wait_for(printed, "smtoolkit panel to print its URL", detail=lambda: f":\n{self.out()}\n{self.err()[-3000:]}")
+        except BaseException:
+            self.stop()
+            raise
         self.url = m.group(1)
         self.base = self.url.split("?")[0]
 

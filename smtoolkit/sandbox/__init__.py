@@ -17,7 +17,7 @@ import json
 import secrets
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from ._app import API_PREFIX, CONTROL_PREFIX, App, Response, fingerprint
@@ -62,6 +62,8 @@ class Sandbox:
         faults: what goes wrong, see `Faults`; change it later with `set_faults`.
         seed: makes IDs, query outcomes and faults reproducible.
         allow_remote: permit a non-loopback `host`.
+        clock: the monotonic clock (seconds) the rate windows and progression run on; a test
+            passes a fake one to step through the per-second and budget windows without sleeping.
     """
 
     def __init__(
@@ -82,6 +84,7 @@ class Sandbox:
         faults: Faults | None = None,
         seed: int = 0,
         allow_remote: bool = False,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if not allow_remote and not _is_loopback(host):
             raise ValueError(f"refusing to listen on {host!r}: pass allow_remote=True to leave loopback")
@@ -96,8 +99,8 @@ class Sandbox:
         self._closing = threading.Event()
         self._server: Server | None = None
         self._thread: threading.Thread | None = None
-        self.store = Store(Progression(tick, stop_delay, failure_rate), seed, time.time, time.monotonic)
-        self.limits = RateLimits(hourly_limit, per_second, budget_window, time.monotonic, budget_mode)
+        self.store = Store(Progression(tick, stop_delay, failure_rate), seed, time.time, clock)
+        self.limits = RateLimits(hourly_limit, per_second, budget_window, clock, budget_mode)
         self.app = App(self.store, self.limits, faults or Faults(), {self.api_key, *extra_keys},
                        seed, already_stopped, lambda: self.url)
 

@@ -30,7 +30,8 @@ import pytest
 import requests
 
 from smtoolkit.sandbox import Sandbox
-from tests.browser.chromium import ARTIFACTS, CHROMIUM, FLAGS
+from tests.browser.chromium import ARTIFACTS, CHROMIUM, chromium_page
+from tests.helpers import wait_for
 
 ROOT = Path(__file__).parents[2]
 NOTEBOOK = ROOT / "notebooks" / "cleanup.ipynb"
@@ -125,18 +126,15 @@ def session(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Session]
             cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         s = Session(app, f"http://127.0.0.1:{port}/", token, sandbox, ids, rows, root, log_path)
         try:
-            deadline = time.monotonic() + START_TIMEOUT
-            while True:
+            def answers() -> bool:
                 if proc.poll() is not None:
                     pytest.fail(f"{app.name} exited with {proc.returncode}" + s.log_tail())
                 try:
-                    if requests.get(s.url + "api", timeout=2).status_code == 200:
-                        break
+                    return requests.get(s.url + "api", timeout=2).status_code == 200
                 except requests.RequestException:
-                    pass
-                if time.monotonic() > deadline:
-                    pytest.fail(f"{app.name} did not start in {START_TIMEOUT} s" + s.log_tail())
-                time.sleep(0.3)
+                    return False
+
+            wait_for(answers, f"{app.name} to start", START_TIMEOUT, detail=s.log_tail)
             yield s
         finally:
             try:  # shuts the kernel down too
@@ -211,12 +209,10 @@ def test_cleanup_notebook_in_chromium(session: Session) -> None:
     ARTIFACTS.mkdir(exist_ok=True)
     (ARTIFACTS / f"{app.name}-failure.png").unlink(missing_ok=True)
     started = time.monotonic()
-    with playwright_sync.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=FLAGS)
+    with chromium_page(1280, 1000) as page:
+        console_errors: list[str] = []
+        page.on("console", lambda m: console_errors.append(m.text) if m.type == "error" else None)
         try:
-            page = browser.new_page(viewport={"width": 1280, "height": 1000})
-            console_errors: list[str] = []
-            page.on("console", lambda m: console_errors.append(m.text) if m.type == "error" else None)
             try:
                 _drive(page, s)
             except BaseException:
@@ -225,8 +221,6 @@ def test_cleanup_notebook_in_chromium(session: Session) -> None:
                 raise
         except (AssertionError, playwright_sync.Error) as exc:
             raise AssertionError(f"{exc}\nbrowser console errors: {console_errors[-10:]}" + s.log_tail()) from exc
-        finally:
-            browser.close()
     print(f"{app.name}: {time.monotonic() - started:.1f} s in the browser")
     for shot in ("after-run-all", "progress-bars", "panel-after-cancel"):
         assert (ARTIFACTS / f"{app.name}-{shot}.png").stat().st_size > 10_000, shot
@@ -335,7 +329,7 @@ def _drive(page: Any, s: Session) -> None:
         "el => el.innerText.includes('Look-up: would_cancel') && el.innerText.includes('RUNNING')",
         arg=panel.element_handle(), timeout=30_000)
     assert "pasted in chat" in card.inner_text()
-    time.sleep(0.5)  # a second look-up, had one started, would have reached the API by now
+    # One look-up so far (a second one, had Enter started two, is caught below: see `later`).
     lookup = [(e["method"], e["path"]) for e in sandbox.requests[mark:]]
     batch_path = f"{urlsplit(sandbox.base_url).path}/query/batch/{target}"
     assert lookup == [("GET", batch_path), ("GET", batch_path + "/status")], lookup
@@ -344,7 +338,6 @@ def _drive(page: Any, s: Session) -> None:
     panel.locator("button.jupyter-button", has_text="Cancel batch").click()
     page.wait_for_function("el => el.innerText.includes('About to cancel')",
                            arg=panel.element_handle(), timeout=30_000)
-    time.sleep(0.3)
     assert len(sandbox.requests) == mark + 2
     confirm = panel.locator("button.jupyter-button", has_text="Confirm cancel")
     assert confirm.is_enabled()
@@ -355,25 +348,36 @@ def _drive(page: Any, s: Session) -> None:
     assert "STOPPED" in card_text and "UTC" in card_text, card_text
     history = panel.locator(".smtk-history").inner_text()
     assert "lookup" in history and "cancel" in history and target in history, history
-    time.sleep(0.3)
-    panel_requests = [(e["method"], e["path"], e["status"]) for e in sandbox.requests[mark:]]
-    assert panel_requests == [("GET", batch_path, 200), ("GET", batch_path + "/status", 200),
-                              ("DELETE", batch_path, 200)], panel_requests
     assert sandbox.batch(target)["cancelled"] is True  # type: ignore[index]
     assert confirm.is_disabled()
     _shot_of(page, ".jp-OutputArea-output:has(.smtk-history)", f"{app.name}-panel-after-cancel.png")
 
+    # Nothing else was sent, then or later: the kernel takes the page's messages in order and
+    # runs one request at a time, so one more look-up is answered after anything the steps
+    # above started (a stray request shows up before its GETs).
+    other = sandbox.create_batches(1, status="RUNNING", description="asked about later")[0]
+    batch_input.fill(other)
+    batch_input.press("Enter")
+    page.wait_for_function(f"el => el.innerText.includes('{other}') && el.innerText.includes('Look-up: would_cancel')",
+                           arg=panel.element_handle(), timeout=30_000)
+    panel_requests = [(e["method"], e["path"], e["status"]) for e in sandbox.requests[mark:]]
+    other_path = f"{urlsplit(sandbox.base_url).path}/query/batch/{other}"
+    assert panel_requests == [("GET", batch_path, 200), ("GET", batch_path + "/status", 200),
+                              ("DELETE", batch_path, 200),
+                              ("GET", other_path, 200), ("GET", other_path + "/status", 200)], panel_requests
+
 
 def _wait_for_kernel(s: Session) -> None:
     """Until the server has a session for the notebook whose kernel is idle."""
-    deadline = time.monotonic() + START_TIMEOUT
-    while time.monotonic() < deadline:
-        sessions = requests.get(s.url + "api/sessions", headers={"Authorization": f"token {s.token}"},
-                                timeout=10).json()
-        if any(x["path"].endswith("cleanup.ipynb") and x["kernel"]["execution_state"] == "idle" for x in sessions):
-            return
-        time.sleep(0.3)
-    raise AssertionError(f"no idle kernel for the notebook after {START_TIMEOUT} s: {sessions}")
+    sessions: list[Any] = []
+
+    def idle() -> bool:
+        sessions[:] = requests.get(s.url + "api/sessions", headers={"Authorization": f"token {s.token}"},
+                                   timeout=10).json()
+        return any(x["path"].endswith("cleanup.ipynb") and x["kernel"]["execution_state"] == "idle"
+                   for x in sessions)
+
+    wait_for(idle, "an idle kernel for the notebook", START_TIMEOUT, detail=lambda: f": {sessions}")
 
 
 def _shot_of(page: Any, selector: str, name: str) -> None:
@@ -381,5 +385,5 @@ def _shot_of(page: Any, selector: str, name: str) -> None:
     scrolls inside its own panel, so a full-page shot would show only its first screen)."""
     el = page.locator(selector).last
     el.scroll_into_view_if_needed()
-    time.sleep(0.3)
+    page.evaluate("() => new Promise(r => requestAnimationFrame(() => requestAnimationFrame(r)))")  # painted
     page.screenshot(path=str(ARTIFACTS / name))

@@ -12,23 +12,21 @@ from __future__ import annotations
 import json
 import os
 import socket
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from smtoolkit.sandbox import Sandbox
-from tests.browser.chromium import ARTIFACTS, CHROMIUM, FLAGS
-from tests.helpers import SandboxAnswers
+from tests.browser.chromium import ARTIFACTS, CHROMIUM, chromium_page
+from tests.helpers import SandboxAnswers, audit_lines, wait_for
 from tests.served import ServedPanel, run_panel
 
 ROOT = Path(__file__).parents[2]
 KEY = "sbx_SHARED-PAGE-SECRET-KEY_0f4b9e27d3"  # distinctive: found anywhere means leaked
 
-pytestmark = [pytest.mark.browser, pytest.mark.skipif(os.name != "posix", reason="Ctrl-C is sent as SIGINT")]
+pytestmark = [pytest.mark.browser, pytest.mark.skipif(os.name != "posix", reason="Ctrl-C is sent as SIGINT"),
+              pytest.mark.sandbox(api_key=KEY, seed=21)]  # the `sandbox` fixture, with this key
 
 if CHROMIUM is None:
     pytest.skip("no Chromium on this machine (apt-get install chromium); browser test not run",
@@ -41,25 +39,8 @@ BUTTON = "button.jupyter-button"
 
 
 @pytest.fixture
-def sandbox_answers() -> Iterator[tuple[Sandbox, SandboxAnswers]]:
-    with Sandbox(api_key=KEY, seed=21) as sb:
-        yield sb, SandboxAnswers(sb)
-
-
-@contextmanager
-def chromium() -> Iterator[Any]:
-    with playwright_sync.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=FLAGS)
-        try:
-            yield browser.new_page(viewport={"width": 1100, "height": 900})
-        finally:
-            browser.close()
-
-
-def audit_lines(path: Path) -> list[dict[str, Any]]:
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").split("\n") if line]
+def sandbox_answers(sandbox: Sandbox) -> tuple[Sandbox, SandboxAnswers]:
+    return sandbox, SandboxAnswers(sandbox)
 
 
 def shown(page: Any) -> str:
@@ -97,15 +78,14 @@ def test_without_the_token_the_page_is_refused_and_no_kernel_starts(
     served = ServedPanel(tmp_path, key=KEY, base_url=sb.base_url)
     try:
         token = served.url.split("?token=")[1]
-        with chromium() as page:
+        with chromium_page() as page:
             for url in (served.base, served.base + "?token=" + "f" * len(token)):
                 page.goto(url, timeout=60_000)
                 assert "/login" in page.url  # sent to the login page, never to the panel
                 assert page.locator("#password_input").count() == 1
                 assert page.locator(".smtk-notice, .widget-text").count() == 0
             screenshot(page, "share-refused.png")
-            time.sleep(1.0)  # a kernel would have been started by now
-            assert served.kernels() == []
+            assert served.kernels() == []  # (and none starts later: see the count after login)
             assert answers.answers == [] and audit_lines(served.audit) == []
 
             # The login page takes the token (and offers no "set a password" form).
@@ -114,6 +94,8 @@ def test_without_the_token_the_page_is_refused_and_no_kernel_starts(
             page.click("#login_submit")
             page.locator(".smtk-notice").wait_for(timeout=90_000)
             assert len(served.kernels()) == 1
+            # The server's log is in order: the refused visits came before this kernel's start.
+            assert served.err().count("Kernel started") == 1, served.err()[-3000:]
     finally:
         stop_and_check_output(served)
     assert served.kernels() == []
@@ -125,7 +107,7 @@ def test_with_the_token_look_up_cancel_confirm_works_and_each_action_is_audited(
     target, other = sb.create_batches(2, description="nightly load")
     served = ServedPanel(tmp_path, key=KEY, base_url=sb.base_url)
     try:
-        with chromium() as page:
+        with chromium_page() as page:
             page.goto(served.url, timeout=90_000)  # the URL exactly as printed
             page.locator(".smtk-notice").wait_for(timeout=90_000)
             notice = page.inner_text(".smtk-notice")
@@ -174,7 +156,7 @@ def test_ask_key_requires_a_key_before_anything_is_sent(
     served = ServedPanel(tmp_path, "--ask-key", key=KEY, base_url=sb.base_url)
     try:
         assert "each visitor types their own API key" in served.out()
-        with chromium() as page:
+        with chromium_page() as page:
             page.goto(served.url, timeout=90_000)
             page.locator(".smtk-notice").wait_for(timeout=90_000)
             assert "Type your own API key" in page.inner_text(".smtk-notice")
@@ -187,13 +169,17 @@ def test_ask_key_requires_a_key_before_anything_is_sent(
             wait_for_text(page, "body", "no API key")
             page.locator(BUTTON, has_text="Cancel batch").click()
             page.locator(BUTTON, has_text="Confirm cancel").click(timeout=5_000, force=True)
-            time.sleep(1.0)
-            assert answers.answers == [] and audit_lines(served.audit) == []  # nothing sent, nothing done
+            assert answers.answers == [] and audit_lines(served.audit) == []  # nothing sent, nothing done...
             screenshot(page, "share-ask-key-refused.png")
 
             key_box.fill(KEY)
             page.locator(BUTTON, has_text="Look up").click()
             wait_for_text(page, ".smtk-card", "RUNNING")
+            # ...nor later: the kernel takes the page's messages in order and runs one request at
+            # a time, so this look-up's answer comes after anything the clicks above started.
+            assert [(a["method"], a["path"].endswith("/status")) for a in answers.answers] == [
+                ("GET", False), ("GET", True)], answers.answers  # the look-up's two requests only
+            assert [x["action"] for x in audit_lines(served.audit)] == ["lookup"]
             page.locator(BUTTON, has_text="Cancel batch").click()
             page.locator(BUTTON, has_text="Confirm cancel").click()
             wait_for_text(page, ".smtk-card", "Cancel: cancelled")
@@ -204,10 +190,7 @@ def test_ask_key_requires_a_key_before_anything_is_sent(
             # Leaving the page ends its kernel, and with it the key typed there.
             assert len(served.kernels()) == 1
             page.goto("about:blank")
-            deadline = time.monotonic() + 20
-            while served.kernels() and time.monotonic() < deadline:
-                time.sleep(0.2)
-            assert served.kernels() == []
+            wait_for(lambda: not served.kernels(), "the page's kernel to end")
     finally:
         stop_and_check_output(served)
     assert sb.batch(target)["cancelled"] is True  # type: ignore[index]
@@ -224,7 +207,7 @@ def test_a_host_other_than_loopback_without_a_token_serves_nothing(tmp_path: Pat
     done = run_panel(tmp_path, "--host", "0.0.0.0", "--port", str(port), "--no-token", key=KEY)
     assert done.returncode == 2 and "refusing to serve on 0.0.0.0 without a token" in done.stderr
     assert KEY not in done.stdout + done.stderr
-    with chromium() as page:
+    with chromium_page() as page:
         with pytest.raises(playwright_sync.Error, match="ERR_CONNECTION_REFUSED"):
             page.goto(f"http://127.0.0.1:{port}/", timeout=10_000)
 
@@ -260,7 +243,7 @@ def test_a_visitor_with_the_token_cannot_run_code_in_the_kernel_that_holds_the_k
     marker = tmp_path / "code-ran"
     served = ServedPanel(tmp_path, key=KEY, base_url=sb.base_url)
     try:
-        with chromium() as page:
+        with chromium_page() as page:
             page.goto(served.url, timeout=90_000)
             page.locator(".smtk-notice").wait_for(timeout=90_000)
             started = re.search(r"Kernel started: ([0-9a-f-]{36})", served.err())
@@ -371,7 +354,7 @@ def test_a_visitor_driving_the_pages_widget_connection_reaches_only_the_shown_wi
     planted = tmp_path / "written-by-a-visitor.csv"
     served = ServedPanel(tmp_path, key=KEY, base_url=sb.base_url)
     try:
-        with chromium() as page:
+        with chromium_page() as page:
             sent_html = page.goto(served.url, timeout=90_000).text()  # as served, before scripts ran
             page.locator(".smtk-notice").wait_for(timeout=90_000)
             kernel = re.search(r"Kernel started: ([0-9a-f-]{36})", served.err())
@@ -435,7 +418,7 @@ def test_past_the_page_caps_the_browser_and_scripts_get_too_many_open_pages_and_
     served = ServedPanel(tmp_path, "--max-visitors", "3", "--max-pages-per-visitor", "2", "--connect-timeout", "600",
                          key=KEY, base_url=sb.base_url)
     try:
-        with chromium() as page:
+        with chromium_page() as page:
             page.goto(served.url, timeout=90_000)
             page.locator(".smtk-notice").wait_for(timeout=90_000)
             assert served.get_page()[0] == 200  # a script from the same address: its second page

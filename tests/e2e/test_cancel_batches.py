@@ -14,7 +14,7 @@ import smtoolkit as sm
 from smtoolkit import Client, Outcome
 from smtoolkit.frames import DTYPES
 from smtoolkit.sandbox import Sandbox
-from tests.helpers import FakeClock, fast_client
+from tests.helpers import FakeClock, fast_client, wait_for
 from tests.scripted import Reply, Scripted, batch, envelope
 
 
@@ -157,8 +157,7 @@ def test_key_revoked_mid_run(sandbox: Sandbox, client: Client) -> None:
     import threading
 
     def revoke_later() -> None:
-        while len([r for r in sandbox.requests if r["status"] == 200]) < 20:
-            time.sleep(0.01)
+        wait_for(lambda: len([r for r in sandbox.requests if r["status"] == 200]) >= 20, "20 cancels")
         sandbox.revoke_key(sandbox.api_key)
         done.append("revoked")
 

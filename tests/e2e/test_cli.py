@@ -16,51 +16,17 @@ import re
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
 import pytest
 
 from smtoolkit.cli import build_parser
 from smtoolkit.sandbox import Sandbox
-from tests.helpers import deleted_ids
+from tests.helpers import CLI_TIMEOUT as TIMEOUT
+from tests.helpers import check_no_leak, cli_env, deleted_ids, run_cli, wait_for
 
 REPO = Path(__file__).resolve().parents[2]
-TIMEOUT = 60
-
-
-def cli_env(key: str | None) -> dict[str, str]:
-    """The test's environment without any SUPERMETRICS_* setting, plus the key if given."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SUPERMETRICS_")}
-    env["PYTHONIOENCODING"] = "utf-8"
-    if key is not None:
-        env["SUPERMETRICS_API_KEY"] = key
-    return env
-
-
-def check_no_leak(sb: Sandbox | None, *texts: str) -> None:
-    for text in texts:
-        assert "Traceback" not in text, text
-        if sb is not None:
-            assert sb.api_key not in text
-
-
-def run_cli(sb: Sandbox | None, *args: str, key: Any = "sandbox", input: str | None = None,
-            base_url: bool = True, cwd: Path | None = None,
-            argv0: list[str] | None = None) -> subprocess.CompletedProcess[str]:
-    """Run the CLI to completion. `key="sandbox"` uses the sandbox's key; None sets none."""
-    if key == "sandbox":
-        key = sb.api_key if sb is not None else None
-    cmd = [*(argv0 or [sys.executable, "-m", "smtoolkit"]), *args]
-    if base_url and sb is not None:
-        cmd += ["--base-url", sb.base_url]
-    p = subprocess.run(cmd, env=cli_env(key), capture_output=True, text=True, timeout=TIMEOUT,
-                       input=input, stdin=subprocess.DEVNULL if input is None else None,
-                       start_new_session=True, cwd=cwd)
-    check_no_leak(sb, p.stdout, p.stderr)
-    return p
 
 
 def methods(sb: Sandbox) -> list[str]:
@@ -196,10 +162,7 @@ def test_exit_130_on_interrupt(sandbox: Sandbox) -> None:
     p = subprocess.Popen(cmd, env=cli_env(sandbox.api_key), stdin=subprocess.DEVNULL,
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:
-        end = time.monotonic() + 20
-        while not deleted_ids(sandbox) and time.monotonic() < end:
-            time.sleep(0.02)
-        time.sleep(0.3)
+        wait_for(lambda: len(deleted_ids(sandbox)) >= 3, "the CLI's first cancels")  # well under way
         p.send_signal(signal.SIGINT)
         out, err = p.communicate(timeout=TIMEOUT)
     finally:

@@ -25,7 +25,8 @@ from smtoolkit.frames import check_writable
 from smtoolkit.idfile import read_id_file
 from smtoolkit.limiter import Limiter
 from smtoolkit.sandbox import Faults, Sandbox
-from tests.e2e.test_cli import TIMEOUT, check_no_leak, cli_env, run_cli
+from tests.helpers import CLI_TIMEOUT as TIMEOUT
+from tests.helpers import check_no_leak, cli_env, run_cli
 from tests.scripted import Reply, Scripted
 
 POSIX_ONLY = pytest.mark.skipif(os.name == "nt", reason="closes descriptors in the child with preexec_fn (POSIX)")

@@ -19,8 +19,7 @@ import pytest
 import smtoolkit as sm
 from smtoolkit.config import API_KEY_ENV, BASE_URL_ENV, PANEL_TOKEN_ENV, export_panel_settings
 from smtoolkit.ui.page import page
-from tests.e2e.test_cli import cli_env
-from tests.helpers import fast_client
+from tests.helpers import cli_env, fast_client
 from tests.scripted import Reply, Scripted
 
 KEY = "scripted-hostile-text-key"

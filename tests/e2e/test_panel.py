@@ -8,7 +8,6 @@ import html
 import re
 import socket
 import threading
-import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -21,7 +20,7 @@ from smtoolkit import Client
 from smtoolkit.config import API_KEY_ENV
 from smtoolkit.sandbox import Sandbox
 from smtoolkit.ui.panel import CancelPanel
-from tests.helpers import deletes, fast_client
+from tests.helpers import deletes, fast_client, nothing_more_sent, requests_seen
 from tests.scripted import Reply, Scripted, batch, envelope
 
 WRONG_KEY = "sbx_wrong_key_7c1e9d0a5b"
@@ -64,14 +63,8 @@ def look_up(panel: CancelPanel, batch_id: str) -> None:
 
 
 @pytest.fixture
-def fast(sandbox: Sandbox) -> Iterator[Client]:
-    with fast_client(sandbox) as c:
-        yield c
-
-
-@pytest.fixture
-def panel(fast: Client) -> Iterator[CancelPanel]:
-    p = CancelPanel(client=fast)
+def panel(client: Client) -> Iterator[CancelPanel]:
+    p = CancelPanel(client=client)
     yield p
     p.wait()
     p.close()
@@ -219,9 +212,10 @@ def test_surrounding_blanks_are_stripped_before_cancelling(sandbox: Sandbox, pan
 def test_cancel_without_confirm_sends_nothing(sandbox: Sandbox, panel: CancelPanel) -> None:
     a, b = sandbox.create_batches(2)
     look_up(panel, a)
+    seen = requests_seen(sandbox)
     panel.cancel_button.click()
     assert panel.armed == a and not panel.confirm_button.disabled
-    time.sleep(0.1)
+    nothing_more_sent(sandbox, seen, ended=panel.wait)  # whatever the click started has ended
     assert deletes(sandbox) == []
     assert sandbox.batch(a)["status_code"] == "RUNNING"  # type: ignore[index]
 

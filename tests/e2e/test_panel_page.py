@@ -16,23 +16,14 @@ from smtoolkit.errors import ConfigError
 from smtoolkit.sandbox import Sandbox
 from smtoolkit.ui.page import page
 from smtoolkit.ui.panel import CancelPanel
-from tests.helpers import SandboxAnswers
+from tests.helpers import SandboxAnswers, audit_lines
 
 KEY = "sbx_PAGE-SECRET-KEY_4c9e1a7f2b"
-
-
-@pytest.fixture
-def keyed_sandbox() -> Sandbox:
-    with Sandbox(api_key=KEY, seed=5) as sb:
-        yield sb
+pytestmark = pytest.mark.sandbox(api_key=KEY, seed=5)  # the `sandbox` fixture, with this key
 
 
 def text(fragment: str) -> str:
     return html.unescape(re.sub(r"<[^>]+>", "", fragment))
-
-
-def audit_lines(path: Path) -> list[dict[str, object]]:
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").split("\n") if line] if path.exists() else []
 
 
 def serve_settings(monkeypatch: pytest.MonkeyPatch, sb: Sandbox, audit: Path, *, ask_key: bool) -> None:
@@ -53,19 +44,19 @@ def look_up_and_cancel(panel: CancelPanel, bid: str) -> None:
 
 
 def test_the_page_uses_the_servers_key_says_so_and_records_each_action(
-        keyed_sandbox: Sandbox, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        sandbox: Sandbox, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     audit = tmp_path / "audit.jsonl"
-    serve_settings(monkeypatch, keyed_sandbox, audit, ask_key=False)
-    (bid,) = keyed_sandbox.create_batches(1)
-    answers = SandboxAnswers(keyed_sandbox)
+    serve_settings(monkeypatch, sandbox, audit, ask_key=False)
+    (bid,) = sandbox.create_batches(1)
+    answers = SandboxAnswers(sandbox)
     pg = page(visitor="192.0.2.44")
     notice = text(pg.children[0].value)
-    assert "API key of the server" in notice and "never shown" in notice and keyed_sandbox.base_url in notice
+    assert "API key of the server" in notice and "never shown" in notice and sandbox.base_url in notice
     assert "recorded on the server" in notice and "192.0.2.44" in notice
     assert pg.panel.key_input is None and pg.panel.export_button is None and pg.panel.export_path is None
 
     look_up_and_cancel(pg.panel, bid)
-    assert keyed_sandbox.batch(bid)["cancelled"]  # type: ignore[index]
+    assert sandbox.batch(bid)["cancelled"]  # type: ignore[index]
     got = audit_lines(audit)
     assert [(g["action"], g["outcome"], g["batch_id"], g["visitor"]) for g in got] == [
         ("lookup", "would_cancel", bid, "192.0.2.44"), ("cancel", "cancelled", bid, "192.0.2.44")]
@@ -79,13 +70,13 @@ def test_the_page_uses_the_servers_key_says_so_and_records_each_action(
 
 
 def test_with_ask_key_nothing_is_sent_before_the_visitor_types_a_key(
-        keyed_sandbox: Sandbox, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        sandbox: Sandbox, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     audit = tmp_path / "audit.jsonl"
-    serve_settings(monkeypatch, keyed_sandbox, audit, ask_key=True)
+    serve_settings(monkeypatch, sandbox, audit, ask_key=True)
     import os
 
     assert API_KEY_ENV not in os.environ and PANEL_TOKEN_ENV not in os.environ  # what kernels inherit
-    (bid,) = keyed_sandbox.create_batches(1)
+    (bid,) = sandbox.create_batches(1)
     pg = page(visitor=None)
     notice = text(pg.children[0].value)
     assert "Type your own API key" in notice and "written nowhere" in notice and "where known" in notice
@@ -94,7 +85,7 @@ def test_with_ask_key_nothing_is_sent_before_the_visitor_types_a_key(
 
     look_up_and_cancel(panel, bid)  # no key typed: refused locally, every time
     assert "no API key" in text(panel.message.value)
-    assert keyed_sandbox.requests == [] and audit_lines(audit) == []
+    assert sandbox.requests == [] and audit_lines(audit) == []
 
     panel.key_input.value = KEY
     panel.lookup_button.click()
@@ -102,7 +93,7 @@ def test_with_ask_key_nothing_is_sent_before_the_visitor_types_a_key(
     panel.cancel_button.click()
     panel.confirm_button.click()
     panel.wait()
-    assert keyed_sandbox.batch(bid)["cancelled"]  # type: ignore[index]
+    assert sandbox.batch(bid)["cancelled"]  # type: ignore[index]
     assert panel.key_input.value == ""  # the key lives in the kernel's client only
     got = audit_lines(audit)
     assert [(g["action"], g["visitor"]) for g in got] == [("lookup", None), ("cancel", None)]
@@ -112,20 +103,20 @@ def test_with_ask_key_nothing_is_sent_before_the_visitor_types_a_key(
 
 
 def test_an_action_that_cannot_be_recorded_stops_the_page(
-        keyed_sandbox: Sandbox, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        sandbox: Sandbox, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The trail is the condition of use: once a line cannot be written, nothing more is sent."""
     audit = tmp_path / "audit.jsonl"
-    serve_settings(monkeypatch, keyed_sandbox, audit, ask_key=False)
-    a, b = keyed_sandbox.create_batches(2)
+    serve_settings(monkeypatch, sandbox, audit, ask_key=False)
+    a, b = sandbox.create_batches(2)
     pg = page(visitor="192.0.2.9")
     audit.mkdir()  # the trail cannot be written any more (here: a folder now stands in its place)
     pg.panel.id_input.value = a
     pg.panel.wait()
     assert "could not be recorded" in text(pg.panel.message.value)
     assert "would_cancel" in pg.panel.card.value  # the look-up itself is shown
-    sent = len(keyed_sandbox.requests)
+    sent = len(sandbox.requests)
     look_up_and_cancel(pg.panel, b)
-    assert len(keyed_sandbox.requests) == sent and not keyed_sandbox.batch(b)["cancelled"]  # type: ignore[index]
+    assert len(sandbox.requests) == sent and not sandbox.batch(b)["cancelled"]  # type: ignore[index]
     assert "sends nothing more" in text(pg.panel.message.value)
     assert pg.panel.lookup_button.disabled and pg.panel.cancel_button.disabled
     pg.close()
@@ -133,13 +124,13 @@ def test_an_action_that_cannot_be_recorded_stops_the_page(
 
 @pytest.mark.parametrize("ask_key", [False, True])
 def test_the_page_creates_only_the_widgets_it_shows_and_none_writes_a_file(
-        ask_key: bool, keyed_sandbox: Sandbox, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        ask_key: bool, sandbox: Sandbox, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Every widget a page's kernel creates can be set and clicked by the visitor, shown or not
     (its model is opened on the page's connection). So each one must be reachable from the
     page shown, through the references in the widgets' own state (children, layout, style)."""
     import ipywidgets as widgets
 
-    serve_settings(monkeypatch, keyed_sandbox, tmp_path / "audit.jsonl", ask_key=ask_key)
+    serve_settings(monkeypatch, sandbox, tmp_path / "audit.jsonl", ask_key=ask_key)
     created: list[widgets.Widget] = []
     before = widgets.Widget._widget_construction_callback
     widgets.Widget.on_widget_constructed(created.append)

@@ -5,23 +5,19 @@ from __future__ import annotations
 
 import os
 import socket
-from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
 
 from smtoolkit.sandbox import Sandbox
+from tests.helpers import GUARD, wait_for
 from tests.served import ServedPanel, run_panel
 
 KEY = "sbx_SERVER-SECRET-KEY_8d2f6b0c41"
+pytestmark = pytest.mark.sandbox(api_key=KEY, seed=9)  # the `sandbox` fixture, with this key
 posix_only = pytest.mark.skipif(os.name != "posix", reason="Ctrl-C is sent as SIGINT")
-
-
-@pytest.fixture
-def keyed_sandbox() -> Iterator[Sandbox]:
-    with Sandbox(api_key=KEY, seed=9) as sb:
-        yield sb
 
 
 def free_port() -> int:
@@ -97,9 +93,9 @@ def test_panel_is_in_the_help_with_its_exit_codes(tmp_path: Path) -> None:
 
 @posix_only
 def test_the_printed_url_is_the_one_that_works_and_ctrl_c_stops_cleanly(
-        keyed_sandbox: Sandbox, tmp_path: Path) -> None:
+        sandbox: Sandbox, tmp_path: Path) -> None:
     pytest.importorskip("voila", reason="pip install -e '.[browser]'")
-    served = ServedPanel(tmp_path, key=KEY, base_url=keyed_sandbox.base_url)
+    served = ServedPanel(tmp_path, key=KEY, base_url=sandbox.base_url)
     try:
         out = served.out()
         token = served.url.split("?token=")[1]
@@ -128,10 +124,10 @@ def test_the_printed_url_is_the_one_that_works_and_ctrl_c_stops_cleanly(
 
 
 @posix_only
-def test_a_token_from_the_environment_works_and_is_never_printed(keyed_sandbox: Sandbox, tmp_path: Path) -> None:
+def test_a_token_from_the_environment_works_and_is_never_printed(sandbox: Sandbox, tmp_path: Path) -> None:
     pytest.importorskip("voila", reason="pip install -e '.[browser]'")
     token = "env-token-" + "7" * 22
-    served = ServedPanel(tmp_path, key=KEY, base_url=keyed_sandbox.base_url, token=token)
+    served = ServedPanel(tmp_path, key=KEY, base_url=sandbox.base_url, token=token)
     try:
         assert "?token=" not in served.url and token not in served.out()
         assert "SMTK_PANEL_TOKEN" in served.out()
@@ -143,13 +139,13 @@ def test_a_token_from_the_environment_works_and_is_never_printed(keyed_sandbox: 
     assert token not in served.out() + served.err()
 
 
-def test_a_port_in_use_is_refused_with_exit_2(keyed_sandbox: Sandbox, tmp_path: Path) -> None:
+def test_a_port_in_use_is_refused_with_exit_2(sandbox: Sandbox, tmp_path: Path) -> None:
     pytest.importorskip("voila", reason="pip install -e '.[browser]'")
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        done = run_panel(tmp_path, "--port", str(port), key=KEY, base_url=keyed_sandbox.base_url)
+        done = run_panel(tmp_path, "--port", str(port), key=KEY, base_url=sandbox.base_url)
     assert done.returncode == 2, done.stderr[-2000:]
     assert f"cannot listen on 127.0.0.1:{port}" in done.stderr and "Traceback" not in done.stderr
     assert done.stdout == "" and KEY not in done.stderr
@@ -157,47 +153,56 @@ def test_a_port_in_use_is_refused_with_exit_2(keyed_sandbox: Sandbox, tmp_path: 
 
 def test_ctrl_c_stops_the_page_where_asyncio_has_no_signal_handlers(monkeypatch: pytest.MonkeyPatch) -> None:
     """Windows: the event loop cannot add signal handlers, so plain signal handlers stop it, and
-    a periodic wake-up lets Ctrl-C reach a blocked select(). Simulated on this machine."""
+    a periodic wake-up lets Ctrl-C reach a blocked select(). Simulated on this machine: a real
+    tornado loop on an asyncio loop that refuses signal handlers as the Proactor loop does,
+    os.name "nt", no SIGTERM, and a real SIGINT."""
+    import asyncio
+    import selectors
     import signal
+
+    from tornado.platform.asyncio import AsyncIOLoop
 
     from smtoolkit.ui import server as panel_server
 
-    calls: list[str] = []
+    class Selector(selectors.DefaultSelector):
+        """A real selector that records how long each select() was allowed to block."""
 
-    class Loop:
+        def __init__(self) -> None:
+            super().__init__()
+            self.timeouts: list[float | None] = []
+
+        def select(self, timeout: float | None = None) -> list[Any]:
+            self.timeouts.append(timeout)
+            return super().select(timeout)
+
+    class WindowsLikeLoop(asyncio.SelectorEventLoop):
         def add_signal_handler(self, *a: object) -> None:
             raise NotImplementedError  # what asyncio's Proactor loop does on Windows
 
-        def call_soon_threadsafe(self, fn: object) -> None:
-            calls.append("scheduled")
-            fn()  # type: ignore[operator]
-
-    class IOLoop:
-        asyncio_loop = Loop()
-
-        def stop(self) -> None:
-            calls.append("stopped")
-
-    installed: dict[int, object] = {}
-    monkeypatch.setattr(signal, "signal", lambda sig, handler: installed.__setitem__(sig, handler))
-    monkeypatch.delattr(signal, "SIGTERM", raising=False)  # as on Windows, where only some exist
-    started: list[int] = []
-
-    class Periodic:
-        def __init__(self, fn: object, ms: int) -> None:
-            started.append(ms)
-
-        def start(self) -> None:
-            started.append(0)
-
-    import tornado.ioloop
-
-    monkeypatch.setattr(tornado.ioloop, "PeriodicCallback", Periodic)
-    monkeypatch.setattr(panel_server.os, "name", "nt")
-    panel_server._stop_on_signals(IOLoop())
-    assert list(installed) == [signal.SIGINT] and started == [500, 0]
-    installed[signal.SIGINT](signal.SIGINT, None)  # type: ignore[operator]  # Ctrl-C arrives
-    assert calls == ["scheduled", "stopped"]
+    selector = Selector()
+    loop = WindowsLikeLoop(selector)
+    ioloop = AsyncIOLoop(asyncio_loop=loop)
+    before = signal.getsignal(signal.SIGINT)
+    asyncio.set_event_loop(loop)
+    guarded: list[bool] = []
+    try:
+        with monkeypatch.context() as m:
+            m.delattr(signal, "SIGTERM", raising=False)  # as on Windows, where only some exist
+            m.setattr(os, "name", "nt")
+            panel_server._stop_on_signals(ioloop)
+        assert signal.getsignal(signal.SIGINT) is not before  # a plain handler, as on Windows
+        # Ctrl-C comes while the loop idles (2 s in: time for the wake-ups to show).
+        ioloop.call_later(2.0, signal.raise_signal, signal.SIGINT)
+        ioloop.call_later(GUARD, lambda: (guarded.append(True), ioloop.stop()))
+        ioloop.start()  # returns once stopped
+    finally:
+        signal.signal(signal.SIGINT, before)
+        asyncio.set_event_loop(None)
+        ioloop.close(all_fds=True)
+    assert not guarded, "Ctrl-C did not stop the loop"
+    # Idle, the loop never blocked for longer than the 500 ms wake-up (else up to the 2 s).
+    idle = [t for t in selector.timeouts if t]
+    assert idle and max(idle) <= 0.5, selector.timeouts
 
 
 def other_loopback_addresses() -> list[str]:
@@ -215,14 +220,14 @@ def other_loopback_addresses() -> list[str]:
 
 @posix_only
 def test_pages_past_the_caps_are_refused_with_503_and_no_kernel_while_the_open_ones_stay(
-        keyed_sandbox: Sandbox, tmp_path: Path) -> None:
+        sandbox: Sandbox, tmp_path: Path) -> None:
     """A script loading the page in a loop: past 2 pages from its address, and past 3 on the
     server, each load is answered 503 "Too many open pages" with Retry-After, before any kernel
     starts; the kernel count, and with it the memory, stays at the cap."""
     pytest.importorskip("voila", reason="pip install -e '.[browser]'")
     second, third = other_loopback_addresses()
     served = ServedPanel(tmp_path, "--max-visitors", "3", "--max-pages-per-visitor", "2", "--connect-timeout", "600",
-                         key=KEY, base_url=keyed_sandbox.base_url)
+                         key=KEY, base_url=sandbox.base_url)
     try:
         assert "Open pages: at most 3, 2 per visitor address" in served.out()
         assert [served.get_page()[0] for _ in range(2)] == [200, 200]
@@ -253,26 +258,23 @@ def test_pages_past_the_caps_are_refused_with_503_and_no_kernel_while_the_open_o
 
 @posix_only
 def test_a_kernel_whose_page_never_connects_is_ended_and_its_place_freed(
-        keyed_sandbox: Sandbox, tmp_path: Path) -> None:
+        sandbox: Sandbox, tmp_path: Path) -> None:
     """Loaded by a script, the page never opens its kernel connection: its kernel is ended after
     the (here 3 s) connect timeout, and the server admits a page again."""
     import re
-    import time
 
     pytest.importorskip("voila", reason="pip install -e '.[browser]'")
     served = ServedPanel(tmp_path, "--max-visitors", "1", "--connect-timeout", "3", key=KEY,
-                         base_url=keyed_sandbox.base_url)
+                         base_url=sandbox.base_url)
     try:
         assert served.get_page()[0] == 200
         started = re.findall(r"Kernel started: ([0-9a-f-]{36})", served.err())
         assert len(started) == 1 and len(served.kernels()) == 1
-        guard = time.monotonic() + 120  # the event comes after about 3 s; the guard only stops a hang
-        while served.kernels() and time.monotonic() < guard:
-            time.sleep(0.2)
-        assert served.kernels() == []
+        wait_for(lambda: not served.kernels(), "the unconnected kernel to be ended (after about 3 s)")
         assert f"ending kernel {started[0]}: its page did not connect within 3 s" in served.err()
-        while (status := served.get_page()[0]) == 503 and time.monotonic() < guard:  # freed as it leaves the map
-            time.sleep(0.2)
+        # Freed as it leaves the map: the next loads are refused until then, and the first
+        # admitted one answers 200.
+        status = wait_for(lambda: (code := served.get_page()[0]) != 503 and code, "a page to be admitted again")
         assert status == 200 and len(served.kernels()) == 1
     finally:
         assert served.stop() == 0

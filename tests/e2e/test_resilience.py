@@ -11,7 +11,6 @@ import subprocess
 import sys
 import textwrap
 import threading
-import time
 from pathlib import Path
 
 import pandas as pd
@@ -21,6 +20,7 @@ import smtoolkit as sm
 from smtoolkit import Client
 from smtoolkit.journal import read
 from smtoolkit.sandbox import Faults, Sandbox
+from tests.helpers import run_ended, wait_for
 
 
 def test_journal_resume_skips_final_rows_and_retries_the_rest(tmp_path: Path, sandbox: Sandbox, client: Client) -> None:
@@ -89,12 +89,11 @@ def test_sigkill_then_resume_from_journal(tmp_path: Path) -> None:
         env = {**os.environ, "SMTK_TEST_KEY": sb.api_key, "SMTK_TEST_URL": sb.base_url}
         proc = subprocess.Popen([sys.executable, "-c", _CHILD, str(ids_file), str(journal)], env=env)
         try:
-            deadline = time.monotonic() + 60
-            while time.monotonic() < deadline:
-                if journal.exists() and journal.read_text().count("\n") >= 400:
-                    break
+            def journaled_400() -> bool:
                 assert proc.poll() is None, "the child finished before it could be killed"
-                time.sleep(0.02)
+                return journal.exists() and journal.read_text().count("\n") >= 400
+
+            wait_for(journaled_400, "400 rows in the child's journal")
             proc.send_signal(signal.SIGKILL)
         finally:
             proc.wait(10)
@@ -133,7 +132,7 @@ def test_keyboard_interrupt_returns_a_partial_report(sandbox: Sandbox, client: C
     assert 5 <= counts["cancelled"] < 300 and counts["skipped"] > 0
     assert set(counts.index) <= {"cancelled", "skipped"}
     assert set(report.loc[report.outcome == "skipped", "error_code"]) == {"INTERRUPTED"}
-    time.sleep(0.3)  # let anything still on the wire land before reading the truth
+    run_ended()  # anything still on the wire has landed before the truth is read
     truth = sandbox.batches()
     for row in report.itertuples():
         # Nothing in flight left unreported: every batch the server stopped is reported cancelled.

@@ -35,9 +35,7 @@ from smtoolkit.core.retry import CONNECT_RETRIES
 from smtoolkit.runner import UNREACHABLE_ROWS
 from smtoolkit.transport import BoundedAdapter, TransportError, Watchdog, exchange
 from tests.helpers import fast_client
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from hostile import Hostile, reply, reset, silent, stopped_batch  # noqa: E402
+from tests.hostile import Hostile, reply, reset, silent, stopped_batch
 
 KEY = "sm_test_key_unreachable_5f0c"
 IDS = [f"qrb_{i:012x}" for i in range(200)]

@@ -20,6 +20,8 @@ from typing import IO, Any
 
 import pytest
 
+from tests.helpers import GUARD
+
 KEY = "cli-test-key-0123456789"
 CURL = shutil.which("curl")
 
@@ -52,7 +54,7 @@ def cli_sandbox(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], str, Pa
     threading.Thread(target=_lines, args=(proc.stdout, lines), daemon=True).start()
     printed: list[str] = []
     base_url = None
-    deadline = time.monotonic() + 20
+    deadline = time.monotonic() + GUARD  # a hang guard: the sandbox prints its URL at once
     try:
         while base_url is None:
             line = lines.get(timeout=max(0.1, deadline - time.monotonic()))

@@ -11,7 +11,6 @@ import json
 import re
 import tomllib
 from collections.abc import Iterator
-from contextlib import contextmanager
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -25,6 +24,7 @@ from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 
 from smtoolkit.sandbox import API_PREFIX, Faults, Sandbox
+from tests.helpers import Api, known, own
 
 DOC_TEXT = (resources.files("smtoolkit.sandbox") / "openapi.json").read_text(encoding="utf-8")
 DOC: dict[str, Any] = json.loads(DOC_TEXT)
@@ -111,52 +111,9 @@ def check_component(resp: requests.Response, name: str) -> Any:
     return check_response_object(resp, _pointer("components", "responses", name))
 
 
-def known(sb: Sandbox, batch_id: str) -> dict[str, Any]:
-    """The sandbox's truth about a batch it must know."""
-    truth = sb.batch(batch_id)
-    assert truth is not None, batch_id
-    return truth
-
 
 # -- fixtures ------------------------------------------------------------------------------------
-class Api:
-    def __init__(self, sb: Sandbox, key: str | None = None) -> None:
-        self.sb = sb
-        self.s = requests.Session()
-        if key != "":
-            self.s.headers["Authorization"] = f"Bearer {key or sb.api_key}"
 
-    def get(self, bid: str) -> requests.Response:
-        return self.s.get(f"{self.sb.base_url}/query/batch/{bid}", timeout=TIMEOUT)
-
-    def delete(self, bid: str) -> requests.Response:
-        return self.s.delete(f"{self.sb.base_url}/query/batch/{bid}", timeout=TIMEOUT)
-
-    def status(self, bid: str, **params: Any) -> requests.Response:
-        return self.s.get(f"{self.sb.base_url}/query/batch/{bid}/status", params=params, timeout=TIMEOUT)
-
-    def create(self, body: Any = None, data: bytes | None = None) -> requests.Response:
-        if data is not None:
-            return self.s.post(f"{self.sb.base_url}/query/batch", data=data, timeout=TIMEOUT)
-        return self.s.post(f"{self.sb.base_url}/query/batch", json=body, timeout=TIMEOUT)
-
-
-@pytest.fixture
-def api(sandbox: Sandbox) -> Iterator[Api]:
-    a = Api(sandbox)
-    yield a
-    a.s.close()
-
-
-@contextmanager
-def own(**kwargs: Any) -> Iterator[tuple[Sandbox, Api]]:
-    """A sandbox with non-default settings and a session for it."""
-    with Sandbox(**kwargs) as sb:
-        a = Api(sb)
-        try:
-            yield sb, a
-        finally:
-            a.s.close()
 
 
 # -- the document --------------------------------------------------------------------------------

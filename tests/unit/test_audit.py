@@ -19,6 +19,7 @@ from smtoolkit.core.outcomes import Outcome, Result
 from smtoolkit.errors import InputError
 from smtoolkit.journal import record_line, record_of
 from smtoolkit.ui.audit import AuditTrail, audit_path
+from tests.helpers import audit_lines
 
 AT = datetime(2026, 12, 1, 9, 30, 15, 250000, tzinfo=UTC)
 API = "https://api.supermetrics.com/enterprise/v2"
@@ -34,11 +35,6 @@ def result(batch_id: str = "qrb_3feb5ff5c71e", **fields: object) -> Result:
     return Result(batch_id, **defaults)  # type: ignore[arg-type]
 
 
-def lines(path: Path) -> list[dict[str, object]]:
-    """The records, split as JSON Lines are: on "\\n" only (U+2028 may sit inside a string)."""
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").split("\n") if line]
-
-
 def test_a_line_is_the_journal_record_plus_who_and_when(tmp_path: Path) -> None:
     path = audit_path(tmp_path / "audit.jsonl")
     trail = AuditTrail(path, visitor="192.0.2.7", base_url=API, now=lambda: AT)
@@ -46,7 +42,7 @@ def test_a_line_is_the_journal_record_plus_who_and_when(tmp_path: Path) -> None:
     trail.append("cancel", r)
     raw = path.read_text(encoding="utf-8")
     assert raw.endswith("\n") and raw.count("\n") == 1
-    (line,) = lines(path)
+    (line,) = audit_lines(path)
     assert list(line)[:4] == ["at", "action", "visitor", "base_url"]
     assert line["at"] == "2026-12-01T09:30:15.250000Z"
     assert (line["action"], line["visitor"], line["base_url"]) == ("cancel", "192.0.2.7", API)
@@ -59,7 +55,7 @@ def test_lines_are_appended_in_order_and_an_unknown_visitor_is_null(tmp_path: Pa
     path = audit_path(tmp_path / "audit.jsonl")
     AuditTrail(path, visitor="2001:db8::1", base_url=API).append("lookup", result(outcome=Outcome.WOULD_CANCEL))
     AuditTrail(path, visitor=None, base_url=API).append("cancel", result(outcome=Outcome.NOT_FOUND, http_status=404))
-    got = lines(path)
+    got = audit_lines(path)
     assert [(g["action"], g["outcome"], g["visitor"]) for g in got] == [
         ("lookup", "would_cancel", "2001:db8::1"), ("cancel", "not_found", None)]
     assert datetime.fromisoformat(str(got[0]["at"]).replace("Z", "+00:00")).tzinfo is not None
@@ -85,7 +81,7 @@ def test_server_text_of_any_kind_stays_one_line(tmp_path: Path) -> None:
     nasty = 'line one\nline two\r\n\u2028"quoted" 東京 \x00'
     AuditTrail(path, visitor=None, base_url=API).append(
         "lookup", result(outcome=Outcome.SERVER_ERROR, error_message=nasty, error_description=nasty * 50))
-    (line,) = lines(path)
+    (line,) = audit_lines(path)
     assert line["error_message"] == nasty
 
 
@@ -107,7 +103,7 @@ def test_visitors_appending_at_once_never_mix_their_lines(tmp_path: Path) -> Non
     for p in procs:
         p.join(60)
         assert p.exitcode == 0
-    got = lines(Path(path))  # every line parses: none was torn or interleaved
+    got = audit_lines(Path(path))  # every line parses: none was torn or interleaved
     assert len(got) == 160
     for w in range(4):
         mine = [g["batch_id"] for g in got if g["visitor"] == f"192.0.2.{w}"]
