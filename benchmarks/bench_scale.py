@@ -29,6 +29,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from pathlib import Path
@@ -140,7 +141,7 @@ def write_journal(path: Path, n: int) -> None:
         for k in range(n):
             r = make_result(f"qrb_{k:012x}", k, base)
             if k % 20 == 2:
-                r.outcome, r.http_status, r.error_code = Outcome.RATE_LIMITED, 429, "RATE_LIMIT_ERROR"
+                r = replace(r, outcome=Outcome.RATE_LIMITED, http_status=429, error_code="RATE_LIMIT_ERROR")
             j.append(r)
 
 

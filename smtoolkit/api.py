@@ -20,16 +20,16 @@ from typing import Any, TypeVar
 import pandas as pd
 
 from . import frames
-from .client import Client, Tally
+from .client import Client
 from .core.bounds import MAX_CHECK_EVERY, MAX_WAIT, seconds_text, within
 from .core.ids import plan
-from .core.outcomes import Outcome, Result
+from .core.outcomes import Result
 from .core.pacing import budget_plan as pacing_plan
 from .errors import ConfigError, InputError, JournalError
 from .journal import Journal
-from .limiter import BudgetWait
+from .limiter import BudgetWait, RunContext
 from .progress import Progress
-from .runner import MAX_WORKERS, CancelAndWait, RunResult, describe_error, run
+from .runner import MAX_WORKERS, CancelAndWait, Operation, RunResult, describe_error, run
 
 log = logging.getLogger("smtoolkit")
 T = TypeVar("T")
@@ -94,7 +94,7 @@ def cancel_batch(batch_id: str, client: Client | None = None, *, wait: float | N
     """Cancel one batch. Returns a `Result` with the same fields as one report row."""
     wait = _check_wait(wait)
     with _ClientScope(client, client_kwargs) as c:
-        return CancelAndWait(c, wait)(batch_id, threading.Event())
+        return CancelAndWait(c, wait)(batch_id, RunContext())
 
 
 def cancel_batches(
@@ -122,7 +122,7 @@ def cancel_batches(
     they stop. `journal` (a file path) records every result as it arrives; running again
     with the same journal sends nothing for batches already final there.
 
-    At the budget reserve the run stops and the rest are `skipped`/BUDGET_RESERVE, unless
+    At the budget reserve the run halts and the rest are `skipped`/BUDGET_RESERVE, unless
     `wait_for_budget` (seconds, in total) lets it wait for the hourly budget to come back: it
     then looks (one GET, paced and counted) at most once per `budget_check_every` seconds.
 
@@ -130,8 +130,9 @@ def cancel_batches(
     have been sent, the report is always returned: on KeyboardInterrupt, on an auth failure,
     at the budget reserve, when the API cannot be reached (rows keep failing before anything
     is sent: `network_error`/CONNECT_FAILED, the rest `skipped`/SKIPPED_UNREACHABLE), and on
-    any error inside the run (a journal the disk refuses, a
-    progress bar that fails), with `report.attrs["stopped"]` saying why. See the README.
+    any error inside the run (a journal the disk refuses, a progress bar that fails), with
+    `report.attrs["halted"]` saying why (`attrs["stopped"]`, the same value, is kept for one
+    release). See the README.
 
     `on_result(result)` is called in the run's own thread for each result as it arrives,
     after the journal has it; if it raises, the run halts as for any failing sink. Setting
@@ -151,64 +152,80 @@ def cancel_batches(
         with jr if jr is not None else nullcontext():
             done = jr.done() if jr is not None else {}
             todo = [i for i in p.unique if i not in done]
-            tally = Tally()
-            patience = BudgetWait(c.limiter, wait_for_budget, every) if wait_for_budget else None
-            poller = CancelAndWait(c, wait, tally, patience)
-            bar = Progress(len(todo), enabled=bool(progress), desc="dry run" if dry_run else "cancelling",
-                           facts=lambda: {**c.pacing(), "polls": poller.polls},
-                           waiting=patience.status if patience is not None else None)
-            warned = _budget_warning(c, len(todo), wait_for_budget)
-            handled = 0
-
-            def budget_check(r: Result) -> None:
-                nonlocal warned, handled
-                handled += 1
-                if not warned:
-                    warned = _budget_warning(c, len(todo) - handled, wait_for_budget)
-
-            sinks: list[Callable[[Result], None]] = [budget_check, bar.update]
-            if jr is not None and jr.write:
-                sinks.insert(0, jr.append)
-            halting = _Halting(stop, bar.tick)
-            sinks += [on_result, halting.check] if on_result is not None else [halting.check]
-            operation: Callable[[str, threading.Event], Result] = poller
-            if dry_run:
-                operation = lambda i, stop: c.lookup(i, stop=stop, tally=tally, budget_wait=patience)  # noqa: E731
-            outcome = run(todo, operation, workers=workers, on_result=sinks,
-                          stop_on_auth_error=stop_on_auth_error, on_idle=halting.idle)
-            # From here on requests have been sent: nothing may cost the caller the report.
-            halted = outcome.halt.value if outcome.halt else None
-            _despite_interrupts(lambda: _quietly(lambda: bar.close(halted)))
-            saved = _despite_interrupts(lambda: _closing(jr))
-            if isinstance(outcome.error, JournalError):
-                saved = None  # the same failure, already the reason the run ended
+            job = _CancelRun(c, todo, dry_run=bool(dry_run), progress=bool(progress), wait=wait,
+                             wait_for_budget=wait_for_budget, every=every,
+                             warned=_budget_warning(c, len(todo), wait_for_budget))
+            outcome, saved = job.run(jr, workers=workers, stop_on_auth_error=stop_on_auth_error,
+                                     on_result=on_result, stop=stop)
         results = {**outcome.results, **done}
-        info = _despite_interrupts(c.pacing)
-        attrs = {
-            "started_at": started.isoformat(),
-            "finished_at": datetime.now(UTC).isoformat(),
-            "base_url": c.base_url,
-            "dry_run": bool(dry_run),
-            "workers": workers,
-            "max_rps": c.max_rps,
-            "requests_sent": tally.sent,
-            "throttled": tally.throttled,
-            "text_replaced": tally.replaced,
-            "polls": poller.polls,
-            "ratelimit_limit": info["ratelimit_limit"],
-            "ratelimit_remaining": info["ratelimit_remaining"],
-            "reserve": info["reserve"],
-            "stopped": outcome.halt.value if outcome.halt else None,
-            "error": outcome.error_text or saved,
-            "resumed_from_journal": len(done),
-            "wait_for_budget": wait_for_budget,
-            **(patience.facts() if patience is not None else {"budget_waits": 0, "budget_waited_s": 0.0,
-                                                               "budget_looks": 0}),
-            "journal": str(jr.path) if jr is not None else None,
-        }
+        attrs = {"started_at": started.isoformat(), "finished_at": datetime.now(UTC).isoformat(),
+                 **job.facts(workers), **_halt_facts(outcome, saved), "resumed_from_journal": len(done),
+                 "wait_for_budget": wait_for_budget, **job.budget_facts(),
+                 "journal": str(jr.path) if jr is not None else None}
     report = _despite_interrupts(lambda: frames.build_report(frame, values, p, results, attrs))
     _despite_interrupts(lambda: _announce(outcome, report, saved))
     return report
+
+
+class _CancelRun:
+    """The moving parts of one `cancel_batches` run: its context (halt signal, tally, budget
+    wait), the operation (cancel and poll, or look up for a dry run), the progress bar, the
+    sinks, and the facts it reports."""
+
+    def __init__(self, c: Client, todo: list[str], *, dry_run: bool, progress: bool, wait: float | None,
+                 wait_for_budget: float | None, every: float, warned: bool) -> None:
+        self.c, self.todo, self.dry_run, self.wait_for_budget = c, todo, dry_run, wait_for_budget
+        self.budget_wait = BudgetWait(c.limiter, wait_for_budget, every) if wait_for_budget else None
+        self.context = RunContext(budget_wait=self.budget_wait)
+        self.poller = CancelAndWait(c, wait)
+        self.bar = Progress(len(todo), enabled=progress, desc="dry run" if dry_run else "cancelling",
+                            facts=lambda: {**c.pacing(), "polls": self.poller.polls},
+                            waiting=self.budget_wait.status if self.budget_wait is not None else None)
+        self.warned = warned
+        self.handled = 0
+
+    def _plan_check(self, r: Result) -> None:
+        """A sink: once the budget is known, say (once) when it cannot cover the rest of the run."""
+        self.handled += 1
+        if not self.warned:
+            self.warned = _budget_warning(self.c, len(self.todo) - self.handled, self.wait_for_budget)
+
+    def _lookup(self, batch_id: str, context: RunContext) -> Result:
+        return self.c.lookup(batch_id, context=context)
+
+    def run(self, jr: Journal | None, *, workers: int, stop_on_auth_error: bool,
+            on_result: Callable[[Result], None] | None = None,
+            stop: threading.Event | None = None) -> tuple[RunResult, str | None]:
+        """Run it; returns the run's result and, when the journal could not be saved, why."""
+        sinks: list[Callable[[Result], None]] = [self._plan_check, self.bar.update]
+        if jr is not None and jr.write:
+            sinks.insert(0, jr.append)
+        halting = _Halting(stop, self.bar.tick)
+        sinks += [on_result, halting.check] if on_result is not None else [halting.check]
+        operation: Operation = self._lookup if self.dry_run else self.poller
+        outcome = run(self.todo, operation, workers=workers, on_result=sinks, stop_on_auth_error=stop_on_auth_error,
+                      on_idle=halting.idle, context=self.context)
+        # From here on requests have been sent: nothing may cost the caller the report.
+        halted = outcome.halt.value if outcome.halt else None
+        _despite_interrupts(lambda: _quietly(lambda: self.bar.close(halted)))
+        saved = _despite_interrupts(lambda: _closing(jr))
+        if isinstance(outcome.error, JournalError):
+            saved = None  # the same failure, already the reason the run ended
+        return outcome, saved
+
+    def facts(self, workers: int) -> dict[str, Any]:
+        """What the run sent, as counted by its own tally, and the budget as last seen."""
+        info = _despite_interrupts(self.c.pacing)
+        tally = self.context.tally
+        return {"base_url": self.c.base_url, "dry_run": self.dry_run, "workers": workers, "max_rps": self.c.max_rps,
+                "requests_sent": tally.sent, "throttled": tally.throttled, "text_replaced": tally.replaced,
+                "polls": self.poller.polls, "ratelimit_limit": info["ratelimit_limit"],
+                "ratelimit_remaining": info["ratelimit_remaining"], "reserve": info["reserve"]}
+
+    def budget_facts(self) -> dict[str, Any]:
+        if self.budget_wait is None:
+            return {"budget_waits": 0, "budget_waited_s": 0.0, "budget_looks": 0}
+        return self.budget_wait.facts()
 
 
 class _Halting:
@@ -227,6 +244,13 @@ class _Halting:
         if self.stop is not None and not self.raised and self.stop.is_set():
             self.raised = True
             raise KeyboardInterrupt
+
+
+def _halt_facts(outcome: RunResult, saved: str | None = None) -> dict[str, Any]:
+    """Why the run halted (`halted`, and `stopped`: the same value under its old name, kept for
+    one release) and the error that ended it or that the journal met."""
+    halted = outcome.halt.value if outcome.halt else None
+    return {"halted": halted, "stopped": halted, "error": outcome.error_text or saved}
 
 
 def _despite_interrupts(step: Callable[[], T]) -> T:
@@ -292,8 +316,7 @@ def budget_plan(client: Client, needed: int, wait_for_budget: float | None = Non
 def _announce(outcome: RunResult, report: pd.DataFrame, saved: str | None = None) -> None:
     if saved is not None:
         _warn(f"{saved}: its last records may be missing; the report returned is complete", stacklevel=3)
-    skipped = int((report["outcome"] == Outcome.SKIPPED.value).sum()) if len(report) else 0
-    message = outcome.message(skipped)
+    message = outcome.message(frames.not_sent(report))
     if message is not None:
         _warn(message, stacklevel=3)
         log.warning(message)
@@ -319,22 +342,22 @@ def get_batches(
     frame, values = frames.extract(batches, column)
     p = plan(values)
     with _ClientScope(client, client_kwargs) as c:
-        tally = Tally()
+        context = RunContext()
         bar = Progress(len(p.unique), enabled=bool(progress), desc="looking up", facts=c.pacing)
         counts: dict[str, dict[str, int] | None] = {}
 
-        def operation(batch_id: str, stop: threading.Event) -> Result:
-            r = c.lookup(batch_id, stop=stop, tally=tally)
-            if with_progress and r.http_status == 200 and not stop.is_set():
-                counts[batch_id] = c.query_counts(batch_id, stop=stop, tally=tally)
+        def operation(batch_id: str, context: RunContext) -> Result:
+            r = c.lookup(batch_id, context=context)
+            if with_progress and r.http_status == 200 and not context.halted:
+                counts[batch_id] = c.query_counts(batch_id, context=context)
             return r
 
-        outcome = run(p.unique, operation, workers=workers, on_result=[bar.update])
+        outcome = run(p.unique, operation, workers=workers, on_result=[bar.update], context=context)
         halted = outcome.halt.value if outcome.halt else None
         _despite_interrupts(lambda: _quietly(lambda: bar.close(halted)))
         results = outcome.results
-        attrs = {"base_url": c.base_url, "requests_sent": tally.sent, "text_replaced": tally.replaced,
-                 "stopped": outcome.halt.value if outcome.halt else None, "error": outcome.error_text}
+        attrs = {"base_url": c.base_url, "requests_sent": context.tally.sent, "text_replaced": context.tally.replaced,
+                 **_halt_facts(outcome)}
     report = frames.build_report(frame, values, p, results, attrs)
     records = [(results[b].batch or {}) if b is not None and b in results else {} for b in p.ids]
     report = frames.with_batch_fields(report, records, BATCH_FIELDS)

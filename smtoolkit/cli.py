@@ -134,7 +134,7 @@ def _emit(report: pd.DataFrame, args: argparse.Namespace, show: Callable[[], Non
         sys.stdout.flush()
     except BrokenPipeError:
         _drop_stdout()  # the reader went away (`| head`): not an error of ours
-    if report.attrs.get("stopped") == "error" or report.attrs.get("error"):
+    if report.attrs.get("halted") == "error" or report.attrs.get("error"):
         print(f"smtoolkit: the run stopped on an error: {report.attrs.get('error')}", file=sys.stderr)
     return code
 
@@ -184,12 +184,12 @@ def _sep(text: str) -> str:
 
 
 def _exit_code(report: pd.DataFrame, ignore_not_found: bool = False) -> int:
-    stopped = report.attrs.get("stopped")
-    if stopped == "interrupt":
+    halted = report.attrs.get("halted")
+    if halted == "interrupt":
         return EXIT_INTERRUPTED
-    if stopped in ("auth", "unreachable") or report["outcome"].isin(["unauthorized", "forbidden"]).any():
+    if halted in ("auth", "unreachable") or report["outcome"].isin(["unauthorized", "forbidden"]).any():
         return EXIT_CONFIG  # the key, or the network/base URL/proxy: fix it, then run again
-    if stopped == "error" or report.attrs.get("error"):
+    if halted == "error" or report.attrs.get("error"):
         return EXIT_FAILED  # the run ended early, or its journal is incomplete
     return EXIT_OK if report["outcome"].isin(_fine(ignore_not_found)).all() else EXIT_FAILED
 

@@ -2,8 +2,8 @@
 
 It holds the sessions and the shared `Limiter` (so every worker of every run on this client
 obeys one limit), sends bounded exchanges (`transport`), retries per `RetryPolicy` while
-recording what each attempt gave, and hands the facts to `core.settle`, which alone decides
-the row. It never raises for what happens to a batch.
+recording each row's `Story` (attempts, why they ended, verification checks), and hands the
+story to `core.settle`, which alone decides the row. It never raises for what happens to a batch.
 """
 
 from __future__ import annotations
@@ -13,28 +13,28 @@ import queue
 import random
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 from urllib.parse import urlsplit
 
 import requests
 
 from ._version import __version__
-from .config import DEFAULT_BASE_URL, api_key_from, check_base_url, is_loopback
+from .config import DEFAULT_BASE_URL, api_key_from, check_base_url, check_setting, is_loopback
 from .core.answers import Answer, parse_answer, query_counts_in
 from .core.bounds import MAX_BACKOFF, MAX_ROW_DEADLINE, MAX_RPS, MAX_TIMEOUT, MIN_RPS
 from .core.ids import check_id, path_segment
 from .core.outcomes import Result
 from .core.pacing import Budget
+from .core.reasons import Reason
 from .core.retry import RetryPolicy
-from .core.settle import VERIFY_TRIES, Attempt, first_verdict, invalid_id, is_final, needs_verification, settle
-from .errors import ConfigError
-from .limiter import BudgetWait, Clock, Limiter, Refused, Sleep, Tally
+from .core.settle import VERIFY_TRIES, Attempt, Story, invalid_id, is_final, needs_verification, settle
+from .limiter import BudgetWait, Clock, Limiter, Refused, RunContext, Sleep, Tally
 from .transport import ACCEPT_ENCODING, BoundedAdapter, TransportError, Watchdog, exchange
 
-__all__ = ["Client", "Tally"]
+__all__ = ["Client", "RunContext", "Tally"]
 
 
 class _BearerAuth(requests.auth.AuthBase):
@@ -100,19 +100,19 @@ class Client:
     ) -> None:
         self.base_url = check_base_url(base_url)
         key = api_key_from(api_key)
-        _setting("timeout", timeout, f"a number of seconds > 0 and at most {MAX_TIMEOUT:g}",
+        check_setting("timeout", timeout, f"a number of seconds > 0 and at most {MAX_TIMEOUT:g}",
                  lambda v: 0 < v <= MAX_TIMEOUT)
-        _setting("max_rps", max_rps, f"a number of requests per second from {MIN_RPS:g} to {MAX_RPS:g}",
+        check_setting("max_rps", max_rps, f"a number of requests per second from {MIN_RPS:g} to {MAX_RPS:g}",
                  lambda v: MIN_RPS <= v <= MAX_RPS)
-        _setting("max_retries", max_retries, "a whole number from 0 to 100", lambda v: 0 <= v <= 100, whole=True)
-        _setting("row_deadline", row_deadline, f"a number of seconds > 0 and at most {MAX_ROW_DEADLINE:g}",
+        check_setting("max_retries", max_retries, "a whole number from 0 to 100", lambda v: 0 <= v <= 100, whole=True)
+        check_setting("row_deadline", row_deadline, f"a number of seconds > 0 and at most {MAX_ROW_DEADLINE:g}",
                  lambda v: 0 < v <= MAX_ROW_DEADLINE)
-        _setting("backoff_base", backoff_base, f"a number of seconds from 0 to {MAX_BACKOFF:g}",
+        check_setting("backoff_base", backoff_base, f"a number of seconds from 0 to {MAX_BACKOFF:g}",
                  lambda v: 0 <= v <= MAX_BACKOFF)
-        _setting("backoff_cap", backoff_cap, f"a number of seconds from 0 to {MAX_BACKOFF:g}",
+        check_setting("backoff_cap", backoff_cap, f"a number of seconds from 0 to {MAX_BACKOFF:g}",
                  lambda v: 0 <= v <= MAX_BACKOFF)
         if reserve is not None:
-            _setting("reserve", reserve, "a whole number >= 0 (or None)", lambda v: v >= 0, whole=True)
+            check_setting("reserve", reserve, "a whole number >= 0 (or None)", lambda v: v >= 0, whole=True)
         self.policy = RetryPolicy(int(max_retries), float(backoff_base), float(backoff_cap), float(row_deadline))
         self.limiter = Limiter(float(max_rps), reserve, clock=clock or time.monotonic, sleep=sleep)
         self.timeout = float(timeout)
@@ -133,16 +133,6 @@ class Client:
     def budget(self) -> Budget:
         """The hourly budget as seen in X-RateLimit-* headers, and the reserve kept."""
         return self.limiter.budget
-
-    @property
-    def requests_sent(self) -> int:
-        """Requests this client started, over all runs (a run's own count is its Tally)."""
-        return self.limiter.requests_sent
-
-    @property
-    def throttled(self) -> int:
-        """429s this client received, over all runs."""
-        return self.limiter.throttled_count
 
     def pacing(self) -> dict[str, Any]:
         """The shared limiter's current state (for progress displays and run facts)."""
@@ -190,20 +180,18 @@ class Client:
     def _url(self, batch_id: str, suffix: str = "") -> str:
         return f"{self.base_url}/query/batch/{path_segment(batch_id)}{suffix}"
 
-    def _exchange(self, method: str, url: str, params: dict[str, Any] | None,
-                  stop: threading.Event | None, deadline: float, tally: Tally | None, *, look: bool = False) -> _Sent:
+    def _exchange(self, method: str, url: str, params: dict[str, Any] | None, context: RunContext,
+                  deadline: float, *, look: bool = False) -> _Sent:
         """Start when the limiter allows (or raise Refused) and return what came back."""
-        sent_at = self.limiter.acquire(stop, deadline, tally, look=look)
+        sent_at = self.limiter.acquire(context, deadline, look=look)
         answer: Answer | None = None
         error: str | None = None
         not_sent: str | None = None
         try:
             with self._session() as s:
                 got = exchange(s, self._watchdog, method, url, params, self.timeout)
-            answer = parse_answer(got.status, got.headers, got.body, self._wall(), too_large=got.too_large)
-            if answer.replaced and tally is not None:
-                with self._lock:
-                    tally.replaced += answer.replaced
+            answer = parse_answer(got.http_status, got.headers, got.body, self._wall(), too_large=got.too_large)
+            self.limiter.replaced(answer.replaced, context)
         except TransportError as exc:
             error, not_sent = str(exc), exc.not_sent
         finally:
@@ -211,59 +199,39 @@ class Client:
                                   answer.ratelimit_remaining if answer else None, look=look)
         return _Sent(Attempt(answer, error, not_sent), sent_at)
 
-    def _look(self, url: str, stop: threading.Event | None, tally: Tally | None) -> float | None:
-        """One GET sent only to read the hourly budget (see `BudgetWait`); its Retry-After, if
-        any. A look refused as unauthorized/forbidden raises `_KeyRefused`: waiting is over."""
-        try:
-            sent = self._exchange("GET", url, None, stop, math.inf, tally, look=True)
-        except Refused:
-            return None
-        a = sent.attempt.answer
-        if a is not None and a.status in (401, 403):
-            raise _KeyRefused(sent.attempt)
-        return a.retry_after if a is not None and a.status == 429 else None
-
     # -- one row ------------------------------------------------------------------------------
-    def _request(self, method: str, batch_id: str, stop: threading.Event | None, tally: Tally | None, *,
-                 suffix: str = "", params: dict[str, Any] | None = None, dry_run: bool = False,
-                 budget_wait: BudgetWait | None = None) -> tuple[Result, Answer | None]:
-        """Everything one row's request takes: attempts, then verification if needed; the
-        facts go to `settle`, which decides the row. Also returns the last answer."""
+    def _story(self, method: str, batch_id: str, context: RunContext, *, suffix: str = "",
+               params: dict[str, Any] | None = None) -> Story:
+        """Everything one row's request takes, recorded: attempts, then verification GETs if
+        `core.settle` says they are needed. The story goes to `settle`, which decides the row."""
         started = self.limiter.clock()
-        deadline = started + self.policy.row_deadline
-        attempts, gave_up, deadline = self._attempts(method, self._url(batch_id, suffix), params, stop, tally,
-                                                     deadline, budget_wait)
-        checks: list[Attempt] = []
-        if needs_verification(method, first_verdict(batch_id, method, attempts, gave_up)):
-            checks = self._checks(batch_id, stop, tally, deadline)
-        result = settle(batch_id, method, attempts, gave_up, checks, dry_run=dry_run)
-        result.elapsed_s = round(self.limiter.clock() - started, 6)
-        return result, (attempts[-1].answer if attempts else None)
+        attempts, ended, deadline = self._attempts(method, self._url(batch_id, suffix), params, context,
+                                                   started + self.policy.row_deadline)
+        story = Story(batch_id, method, tuple(attempts), ended)
+        checks = self._checks(batch_id, context, deadline) if needs_verification(story) else ()
+        return replace(story, checks=checks, elapsed_s=round(self.limiter.clock() - started, 6))
 
-    def _attempts(self, method: str, url: str, params: dict[str, Any] | None, stop: threading.Event | None,
-                  tally: Tally | None, deadline: float,
-                  budget_wait: BudgetWait | None = None) -> tuple[list[Attempt], str | None, float]:
-        """Send and retry until a final answer or a reason to give up; returns what happened
-        and the row's deadline (moved on by any time spent waiting for the budget)."""
+    def _attempts(self, method: str, url: str, params: dict[str, Any] | None, context: RunContext,
+                  deadline: float) -> tuple[list[Attempt], Reason | None, float]:
+        """Send and retry until a final answer or a reason to give up; returns what happened,
+        why it ended (None: a final answer) and the row's deadline (moved on by any time spent
+        waiting for the budget)."""
         attempts: list[Attempt] = []
         retry = 0
         while True:
             try:
-                sent = self._exchange(method, url, params, stop, deadline, tally)
-            except Refused as r:
-                if r.reason == "reserve" and budget_wait is not None:
-                    began = self.limiter.clock()
-                    try:
-                        back = budget_wait.wait(stop, lambda: self._look(url, stop, tally))
-                    except _KeyRefused as refused:  # the key was revoked while waiting: that is the row's answer
-                        attempts.append(refused.attempt)
-                        return attempts, None, deadline
-                    deadline += self.limiter.clock() - began
-                    if back:
-                        continue
-                    if stop is not None and stop.is_set():
-                        return attempts, "stopped", deadline
-                return attempts, r.reason, deadline
+                sent = self._exchange(method, url, params, context, deadline)
+            except Refused as refused:
+                if refused.reason is not Reason.RESERVE or context.budget_wait is None:
+                    return attempts, refused.reason, deadline
+                began = self.limiter.clock()
+                back, key_refused = self._wait_for_budget(url, context, context.budget_wait)
+                if key_refused is not None:  # the key was revoked while waiting: that is the row's answer
+                    return [*attempts, key_refused], None, deadline
+                deadline += self.limiter.clock() - began
+                if back:
+                    continue
+                return attempts, Reason.HALTED if context.halted else Reason.RESERVE, deadline
             attempts.append(sent.attempt)
             a = sent.attempt.answer
             if a is not None and a.ok:
@@ -272,81 +240,80 @@ class Client:
             if is_final(a):
                 return attempts, None, deadline
             wait = self.policy.wait(retry, a.retry_after if a else None, self._rng)
-            if a is not None and a.status == 429:
-                self.limiter.throttled(sent.sent_at, wait, tally)
+            if a is not None and a.http_status == 429:
+                self.limiter.throttled(sent.sent_at, wait, context)
                 wait = 0.0  # the pacer now holds every worker, this one included
             if self.policy.exhausted(retry, reached=sent.attempt.not_sent is None):
-                return attempts, "retries", deadline
+                return attempts, Reason.RETRIES, deadline
             if self.limiter.clock() + wait > deadline:
-                return attempts, "deadline", deadline
+                return attempts, Reason.DEADLINE, deadline
             if not self.limiter.retry_allowed():
-                return attempts, "retry_budget", deadline
+                return attempts, Reason.RETRY_BUDGET, deadline
             retry += 1
-            self.limiter.wait(wait, stop)
+            self.limiter.wait(wait, context.halt)
 
-    def _checks(self, batch_id: str, stop: threading.Event | None, tally: Tally | None,
-                deadline: float) -> list[Attempt]:
+    def _wait_for_budget(self, url: str, context: RunContext,
+                         budget_wait: BudgetWait) -> tuple[bool, Attempt | None]:
+        """Wait at the reserve, sending the looks when `budget_wait` says one is due (a GET of
+        `url` that may touch the reserve). Returns whether the budget is back, and the attempt
+        of a look refused as unauthorized/forbidden, which ends the row's story."""
+        watch = budget_wait.join(context.halt)
+        if isinstance(watch, bool):  # another worker led the wait: its verdict
+            return watch, None
+        with watch:
+            while watch.look_due():
+                try:
+                    sent = self._exchange("GET", url, None, context, math.inf, look=True)
+                except Refused:  # the run halted: look_due says so
+                    continue
+                a = sent.attempt.answer
+                if a is not None and a.http_status in (401, 403):
+                    return False, sent.attempt
+                watch.looked(a.retry_after if a is not None and a.http_status == 429 else None)
+            return watch.back, None
+
+    def _checks(self, batch_id: str, context: RunContext, deadline: float) -> tuple[Attempt, ...]:
         """Up to VERIFY_TRIES GETs after a cancel that ended failed, within the row's deadline
         (not charged to the retry budget)."""
         checks: list[Attempt] = []
         for n in range(VERIFY_TRIES):
             if n:
-                self.limiter.wait(self.policy.backoff(n, self._rng), stop)
+                self.limiter.wait(self.policy.backoff(n, self._rng), context.halt)
             try:
-                sent = self._exchange("GET", self._url(batch_id), None, stop, deadline, tally)
+                sent = self._exchange("GET", self._url(batch_id), None, context, deadline)
             except Refused:
                 break
             checks.append(sent.attempt)
             a = sent.attempt.answer
-            if a is not None and a.status == 429:
-                self.limiter.throttled(sent.sent_at, self.policy.wait(n, a.retry_after, self._rng), tally)
+            if a is not None and a.http_status == 429:
+                self.limiter.throttled(sent.sent_at, self.policy.wait(n, a.retry_after, self._rng), context)
             if is_final(a):
                 break
-        return checks
+        return tuple(checks)
 
     # -- public operations --------------------------------------------------------------------
-    def cancel(self, batch_id: str, *, stop: threading.Event | None = None, tally: Tally | None = None,
-               budget_wait: BudgetWait | None = None) -> Result:
-        """Cancel one batch (DELETE), retrying as the policy allows; never raises for the API's answer.
-        With `budget_wait`, a request that would touch the reserve waits for the budget first."""
+    def cancel(self, batch_id: str, *, context: RunContext | None = None) -> Result:
+        """Cancel one batch (DELETE), retrying as the policy allows; never raises for the API's
+        answer. `context` is the run's (halt signal, tally; with a budget wait, a request that
+        would touch the reserve waits for the budget first)."""
         c = check_id(batch_id)
         if c.batch_id is None:
             return invalid_id(batch_id, c.problem)
-        return self._request("DELETE", c.batch_id, stop, tally, budget_wait=budget_wait)[0]
+        return settle(self._story("DELETE", c.batch_id, context or RunContext()))
 
-    def lookup(self, batch_id: str, *, stop: threading.Event | None = None, tally: Tally | None = None,
-               budget_wait: BudgetWait | None = None) -> Result:
+    def lookup(self, batch_id: str, *, context: RunContext | None = None) -> Result:
         """Read one batch (GET) without changing it; the outcome is what a cancel would do."""
         c = check_id(batch_id)
         if c.batch_id is None:
             return invalid_id(batch_id, c.problem)
-        return self._request("GET", c.batch_id, stop, tally, dry_run=True, budget_wait=budget_wait)[0]
+        return settle(self._story("GET", c.batch_id, context or RunContext()))
 
-    def query_counts(self, batch_id: str, *, stop: threading.Event | None = None,
-                     tally: Tally | None = None) -> dict[str, int] | None:
+    def query_counts(self, batch_id: str, *, context: RunContext | None = None) -> dict[str, int] | None:
         """Per-query counts (queued/running/success/failure) from the status endpoint, or None."""
         c = check_id(batch_id)
         if c.batch_id is None:
             return None
-        r, answer = self._request("GET", c.batch_id, stop, tally, suffix="/status",
-                                  params={"offset": 0, "limit": 1}, dry_run=True)
-        return query_counts_in(answer.meta) if answer is not None and r.http_status == 200 else None
-
-    query_progress = query_counts  # the name used before 0.2
-
-
-class _KeyRefused(Exception):
-    """A look was answered 401/403: the row's story ends with that answer."""
-
-    def __init__(self, attempt: Attempt) -> None:
-        super().__init__("unauthorized")
-        self.attempt = attempt
-
-
-def _setting(name: str, value: object, what: str, ok: Callable[[float], bool], whole: bool = False) -> None:
-    """Raise a ConfigError naming the setting unless `value` is a fitting number."""
-    good = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    if good and whole:
-        good = isinstance(value, int)
-    if not good or not ok(float(value)):  # type: ignore[arg-type]
-        raise ConfigError(f"{name} must be {what}, not {value!r}")
+        story = self._story("GET", c.batch_id, context or RunContext(), suffix="/status",
+                            params={"offset": 0, "limit": 1})
+        answer = story.last_answer
+        return query_counts_in(answer.meta) if answer is not None and answer.http_status == 200 else None

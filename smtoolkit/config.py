@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import ipaddress
+import math
 import os
 import re
+from collections.abc import Callable
 from urllib.parse import urlsplit
 
 from .errors import ConfigError, MissingKeyError
@@ -115,3 +117,12 @@ def check_base_url(url: object) -> str:
         )
     del port
     return text.rstrip("/")
+
+
+def check_setting(name: str, value: object, what: str, ok: Callable[[float], bool], whole: bool = False) -> None:
+    """Raise a ConfigError naming the setting unless `value` is a fitting number."""
+    good = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if good and whole:
+        good = isinstance(value, int)
+    if not good or not ok(float(value)):  # type: ignore[arg-type]
+        raise ConfigError(f"{name} must be {what}, not {value!r}")

@@ -33,5 +33,5 @@ class JournalError(InputError):
     """The journal cannot be read, locked or written: the message names the file and the cause.
 
     Raised before anything is sent. A journal that fails *during* a run never raises: the run
-    ends, and the report says so (`report.attrs["stopped"] == "error"`, rows `JOURNAL_ERROR`).
+    ends, and the report says so (`report.attrs["halted"] == "error"`, rows `JOURNAL_ERROR`).
     """

@@ -16,8 +16,8 @@ from typing import Any, cast
 import numpy as np
 import pandas as pd
 
-from .core import outcomes as oc
-from .core.answers import compact_json, safe_text
+from .core import settle
+from .core.answers import compact_json
 from .core.ids import Plan
 from .core.outcomes import REPORT_COLUMNS, Outcome, Result, parse_time
 from .errors import InputError
@@ -86,6 +86,11 @@ def build_report(frame: pd.DataFrame, values: Sequence[Any], plan: Plan,
     return report
 
 
+def not_sent(report: pd.DataFrame) -> int:
+    """How many of a report's rows were not sent because the run halted (`skipped`)."""
+    return int((report["outcome"] == Outcome.SKIPPED.value).sum()) if len(report) else 0
+
+
 def _row_results(values: Sequence[Any], plan: Plan,
                  results: Mapping[str, Result]) -> tuple[list[Result], np.ndarray, np.ndarray]:
     """(the distinct results, the index into them of each input row, the duplicate rows).
@@ -106,13 +111,12 @@ def _row_results(values: Sequence[Any], plan: Plan,
     where = np.empty(n, dtype=np.intp)
     where[sent_rows] = np.arange(len(sent_rows))
     where[duplicates] = len(distinct)
-    distinct.append(Result(None, Outcome.DUPLICATE, error_code=oc.DUPLICATE_BATCH_ID))
+    distinct.append(settle.duplicate())
     where[invalid] = np.arange(len(distinct), len(distinct) + len(invalid))
     for i in invalid.tolist():
         raw = values[i]
         # What the caller gave, made encodable (a name from argv may hold undecodable bytes).
-        distinct.append(Result(safe_text(raw.strip())[0] if isinstance(raw, str) else None, Outcome.INVALID_ID,
-                               error_code=oc.INVALID_BATCH_ID, error_message=plan.problems.get(i)))
+        distinct.append(settle.invalid_id(raw.strip() if isinstance(raw, str) else None, plan.problems.get(i)))
     return distinct, where, duplicates
 
 
@@ -128,7 +132,7 @@ def _duplicate_fields(frame: pd.DataFrame, plan: Plan, duplicates: np.ndarray) -
         earlier = plan.duplicates[i]
         text = said.get(earlier)
         if text is None:
-            text = said[earlier] = f"same batch ID as input row {labels[earlier]!r}; sent once"
+            text = said[earlier] = settle.duplicate_message(labels[earlier])
         messages.append(text)
     return {"batch_id": [plan.ids[i] for i in rows], "error_message": messages}
 

@@ -20,7 +20,6 @@ import os
 import sys
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import fields
 from datetime import datetime
 from operator import itemgetter
 from pathlib import Path
@@ -29,12 +28,12 @@ from typing import IO, Any, TypeVar
 
 from filelock import FileLock, Timeout
 
-from .core.outcomes import FINAL, Outcome, Result, parse_time
+from .core.outcomes import FINAL, REPORT_COLUMNS, Outcome, Result, parse_time, restored
 from .errors import InputError, JournalError
 
 FORMAT = "smtoolkit-journal"
 VERSION = 1
-_RESULT_FIELDS = [f.name for f in fields(Result) if f.name != "batch"]
+_RESULT_FIELDS = list(REPORT_COLUMNS)
 T = TypeVar("T")
 
 
@@ -154,7 +153,7 @@ def _result(record: dict[str, Any], shared: dict[Any, Any] | None = None) -> Res
     if shared is None:
         shared = {}
     seen = shared.get
-    return Result(
+    return restored(
         batch_id, outcome,
         http_status if type(http_status) is int and 0 <= http_status < _MAX_COUNT else None,
         (seen(status_code) or _share(status_code, shared)) if type(status_code) is str else None,

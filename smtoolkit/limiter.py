@@ -4,6 +4,9 @@ Behind one lock: the pacer (when the next request may start), the hourly budget 
 reserve, the retry budget, the count of requests in flight, and each run's own tally. The
 clock and the sleep are injected (real ones by default), so tests of pacing, Retry-After and
 deadlines run on a clock of their own.
+
+What rides along with every request of one run (its halt signal, its tally, its patience with
+the budget) is one `RunContext`.
 """
 
 from __future__ import annotations
@@ -12,10 +15,13 @@ import math
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
+from types import TracebackType
 from typing import Any
 
 from .core.bounds import MAX_ONE_SLEEP
 from .core.pacing import Budget, Pacer
+from .core.reasons import Reason
 from .core.retry import RetryBudget
 
 Clock = Callable[[], float]
@@ -23,10 +29,10 @@ Sleep = Callable[[float], None]
 
 
 class Refused(Exception):
-    """The gate will not start this request: "stopped" (the run ended), "reserve", "deadline"."""
+    """The gate will not start this request: the run halted, the reserve, or the row's deadline."""
 
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
+    def __init__(self, reason: Reason) -> None:
+        super().__init__(reason.value)
         self.reason = reason
 
 
@@ -44,6 +50,21 @@ class Tally:
         self.sent = 0
         self.throttled = 0
         self.replaced = 0
+
+
+@dataclass(frozen=True, slots=True)
+class RunContext:
+    """What rides along with every request of one run, passed as one value: the signal that the
+    run halts (set: start nothing more), its own tally, and its patience with the hourly budget
+    (None: at the reserve, a request is refused and the run halts)."""
+
+    halt: threading.Event = field(default_factory=threading.Event)
+    tally: Tally = field(default_factory=Tally)
+    budget_wait: BudgetWait | None = None
+
+    @property
+    def halted(self) -> bool:
+        return self.halt.is_set()
 
 
 class Limiter:
@@ -65,21 +86,21 @@ class Limiter:
         self.throttled_count = 0
 
     # -- starting a request -------------------------------------------------------------------
-    def acquire(self, stop: threading.Event | None, deadline: float, tally: Tally | None, *,
-                look: bool = False) -> float:
+    def acquire(self, context: RunContext | None, deadline: float, *, look: bool = False) -> float:
         """Block until a request may start; returns its start time, or raises Refused.
 
         Workers queue on a gate lock and only its holder waits for the next slot, so a paced
         pool wakes one thread per request instead of all of them. A `look` (see `BudgetWait`)
         is paced like any request but is the one kind that may touch the reserve.
         """
+        stop = context.halt if context is not None else None
         while not self._gate.acquire(timeout=0.25):
             if stop is not None and stop.is_set():
-                raise Refused("stopped")
+                raise Refused(Reason.HALTED)
             if self.clock() > deadline:
-                raise Refused("deadline")
+                raise Refused(Reason.DEADLINE)
         try:
-            return self._wait_for_slot(stop, deadline, tally, look)
+            return self._wait_for_slot(stop, deadline, context.tally if context is not None else None, look)
         finally:
             self._gate.release()
 
@@ -87,13 +108,13 @@ class Limiter:
                        look: bool) -> float:
         while True:
             if stop is not None and stop.is_set():
-                raise Refused("stopped")
+                raise Refused(Reason.HALTED)
             with self._lock:
                 now = self.clock()
                 if now > deadline:
-                    raise Refused("deadline")
+                    raise Refused(Reason.DEADLINE)
                 if not look and not self.budget.allows(self._in_flight):
-                    raise Refused("reserve")
+                    raise Refused(Reason.RESERVE)
                 start = self.pacer.earliest(now)
                 if not self._answered and self._in_flight:
                     # Until the first answer shows the budget (or a bad key), one at a time.
@@ -106,7 +127,7 @@ class Limiter:
                         tally.sent += 1
                     return now
             if start > deadline:
-                raise Refused("deadline")
+                raise Refused(Reason.DEADLINE)
             self.wait(start - now, stop)
 
     def answered(self, sent_at: float, limit: int | None, remaining: int | None, *, look: bool = False) -> None:
@@ -123,13 +144,19 @@ class Limiter:
             return self.budget.allows(self._in_flight)
 
     # -- after an answer ----------------------------------------------------------------------
-    def throttled(self, sent_at: float, wait: float, tally: Tally | None) -> None:
+    def throttled(self, sent_at: float, wait: float, context: RunContext | None) -> None:
         """A 429: pause the whole pool for `wait` seconds and lower the shared rate."""
         with self._lock:
             self.throttled_count += 1
-            if tally is not None:
-                tally.throttled += 1
+            if context is not None:
+                context.tally.throttled += 1
             self.pacer.throttled(self.clock(), sent_at, wait)
+
+    def replaced(self, count: int, context: RunContext | None) -> None:
+        """Characters of an answer no writer could encode (replaced by U+FFFD), for the run's tally."""
+        if count and context is not None:
+            with self._lock:
+                context.tally.replaced += count
 
     def retry_allowed(self) -> bool:
         with self._lock:
@@ -174,11 +201,12 @@ class BudgetWait:
     """One run's patience with the hourly budget (opt-in: `wait_for_budget=`).
 
     When a request would dip into the reserve, its worker waits here instead of giving up, for
-    at most `limit` seconds over the whole run. One waiting worker at a time *looks*: it sends
-    one request (paced, counted; the only kind that may touch the reserve) at most once per
-    `every` seconds, and that answer's count says whether the budget is back. A look reads the
-    server's own count, so a fixed window and a rolling one are handled alike. A stop (the run
-    halted, Ctrl-C) ends the wait at once.
+    at most `limit` seconds over the whole run. One waiting worker at a time leads the wait
+    (`join` hands it a `BudgetWatch`): it *looks*, sending one request (paced, counted; the only
+    kind that may touch the reserve) whenever the watch says one is due, at most once per
+    `every` seconds, and that answer's count says whether the budget is back. The others wait
+    for its verdict. A look reads the server's own count, so a fixed window and a rolling one
+    are handled alike. A halt (auth, Ctrl-C) ends the wait at once.
     """
 
     def __init__(self, limiter: Limiter, limit: float, every: float) -> None:
@@ -195,60 +223,31 @@ class BudgetWait:
         self.since: float | None = None  # wall-clock time (epoch) the current wait began
         self.next_look: float | None = None  # wall-clock time of the next look, while waiting
 
-    def wait(self, stop: threading.Event | None, look: Callable[[], float | None]) -> bool:
-        """Block until the budget is back (True), or the limit passed or the run stopped (False).
-
-        `look()` sends one look and returns the answer's Retry-After, if any; whatever it
-        raises (a look refused as unauthorized, say) ends this wait and reaches the caller.
-        """
+    def join(self, halt: threading.Event | None) -> BudgetWatch | bool:
+        """Wait at the reserve: a `BudgetWatch` when this worker is to lead the wait (use it in a
+        `with` block), else the verdict of the wait another worker led (True: the budget is
+        back; False: the wait limit passed or the run halted)."""
         with self._cond:
             if self._expired:
                 return False
             if self._waiting:  # another worker is looking: wait for its verdict
                 episode = self._episode
-                while self._waiting and self._episode == episode and not (stop is not None and stop.is_set()):
+                while self._waiting and self._episode == episode and not _set(halt):
                     self._cond.wait(0.25)
-                return self._back and not (stop is not None and stop.is_set())
+                return self._back and not _set(halt)
             self._waiting = True
             self._episode += 1
             self.waits += 1
             began = self.limiter.clock()
             self.since = time.time()
-        back = False
-        try:
-            back = self._look_until_back(stop, look, began)
-        finally:
-            with self._cond:
-                self.waited += max(0.0, self.limiter.clock() - began)
-                self._waiting, self._back = False, back
-                self.since = self.next_look = None
-                self._cond.notify_all()
-        return back
+        return BudgetWatch(self, halt, began)
 
-    def _look_until_back(self, stop: threading.Event | None, look: Callable[[], float | None], began: float) -> bool:
-        clock = self.limiter.clock
-        end = began + max(0.0, self.limit - self.waited)
-        not_before = -math.inf  # from a look's Retry-After
-        while not (stop is not None and stop.is_set()):
-            if self.limiter.budget_allows():  # another answer showed it meanwhile
-                return True
-            at = max(max(began, self._last_look) + self.every, not_before)
-            if at > end:  # no look fits in what is left of the wait: wait it out, then give up
-                self.next_look = None
-                self.limiter.wait(end - clock(), stop)
-                if not (stop is not None and stop.is_set()):
-                    self._expired = True  # the wait limit passed: no more waiting in this run
-                return False
-            self.next_look = time.time() + (at - clock())
-            self.limiter.wait(at - clock(), stop)
-            if stop is not None and stop.is_set():
-                return False
-            self._last_look = clock()
-            self.looks += 1
-            retry_after = look()
-            if retry_after:
-                not_before = self._last_look + retry_after
-        return False
+    def _over(self, began: float, back: bool) -> None:
+        with self._cond:
+            self.waited += max(0.0, self.limiter.clock() - began)
+            self._waiting, self._back = False, back
+            self.since = self.next_look = None
+            self._cond.notify_all()
 
     def status(self) -> dict[str, float] | None:
         """While waiting: when the wait began and when the next look is (epoch seconds)."""
@@ -259,3 +258,56 @@ class BudgetWait:
 
     def facts(self) -> dict[str, Any]:
         return {"budget_waits": self.waits, "budget_waited_s": round(self.waited, 3), "budget_looks": self.looks}
+
+
+class BudgetWatch:
+    """One worker leading a wait for the budget: `look_due()` sleeps until the next look is due
+    and says whether to send it; the worker sends it and reports its Retry-After with `looked`.
+    `back` says how the wait ended; leaving the `with` block ends it for every worker."""
+
+    def __init__(self, wait: BudgetWait, halt: threading.Event | None, began: float) -> None:
+        self._wait, self._halt, self.began = wait, halt, began
+        self._end = began + max(0.0, wait.limit - wait.waited)
+        self._not_before = -math.inf  # from a look's Retry-After
+        self.back = False
+
+    def __enter__(self) -> BudgetWatch:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self._wait._over(self.began, self.back)
+
+    def look_due(self) -> bool:
+        """Sleep until the next look: True to send it now; False when the wait is over (the
+        budget is back, the wait limit passed, or the run halted)."""
+        w, halt = self._wait, self._halt
+        clock = w.limiter.clock
+        if _set(halt):
+            return False
+        if w.limiter.budget_allows():  # another answer showed it meanwhile
+            self.back = True
+            return False
+        at = max(max(self.began, w._last_look) + w.every, self._not_before)
+        if at > self._end:  # no look fits in what is left of the wait: wait it out, then give up
+            w.next_look = None
+            w.limiter.wait(self._end - clock(), halt)
+            if not _set(halt):
+                w._expired = True  # the wait limit passed: no more waiting in this run
+            return False
+        w.next_look = time.time() + (at - clock())
+        w.limiter.wait(at - clock(), halt)
+        if _set(halt):
+            return False
+        w._last_look = clock()
+        w.looks += 1
+        return True
+
+    def looked(self, retry_after: float | None) -> None:
+        """The look's answer asked for this many seconds before the next (429 Retry-After)."""
+        if retry_after:
+            self._not_before = self._wait._last_look + retry_after
+
+
+def _set(halt: threading.Event | None) -> bool:
+    return halt is not None and halt.is_set()

@@ -63,10 +63,6 @@ class Progress:
             self._shown = text
             self._bar.set_description_str(text, refresh=True)
 
-    def note(self, text: str) -> None:
-        if self._bar is not None:
-            self._bar.set_description_str(text, refresh=True)
-
     def postfix(self) -> str:
         parts = [f"{k}={v}" for k, v in sorted(self.counts.items())]
         if self._facts is not None:

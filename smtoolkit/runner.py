@@ -15,19 +15,21 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import Enum
 from typing import TYPE_CHECKING
 
 from .core import outcomes as oc
-from .core.outcomes import Outcome, Result
+from .core import settle
+from .core.outcomes import Result
+from .core.reasons import Reason
 from .errors import JournalError
+from .limiter import RunContext
 
 if TYPE_CHECKING:
     from .client import Client
-    from .limiter import BudgetWait, Tally
 
-Operation = Callable[[str, threading.Event], Result]
+Operation = Callable[[str, RunContext], Result]
 Sink = Callable[[Result], None]
 
 #: Most workers a run may use (the library and the command line alike).
@@ -42,8 +44,6 @@ UNREACHABLE_ROWS = 5
 
 JOURNAL_ERROR = "JOURNAL_ERROR"
 RUN_ERROR = "RUN_ERROR"
-INTERNAL_ERROR = "INTERNAL_ERROR"
-IN_FLIGHT = "INTERRUPTED_IN_FLIGHT"
 
 
 class Halt(str, Enum):
@@ -108,6 +108,7 @@ class RunResult:
 
 def halt_label(halt: Halt | None, error: BaseException | None,
                unreachable: Result | None = None) -> tuple[str, str]:
+    """The error code and message of the rows a run with this halt did not send."""
     if halt is Halt.ERROR and isinstance(error, JournalError):
         return JOURNAL_ERROR, f"not sent: the run stopped because {describe_error(error)}"
     code, row, _ = _HALTS[halt or Halt.INTERRUPT]
@@ -121,11 +122,6 @@ def _unreachable_cause(row: Result | None) -> tuple[str, str]:
         return "unknown", "Check the network connection, the VPN, the base URL and any proxy."
     return ((row.error_message or "unknown").removeprefix("not sent: "),
             row.error_description or "Check the network connection, the VPN and the base URL.")
-
-
-def cannot_connect(result: Result) -> bool:
-    """A row whose request never got a connection (it was retried, and nothing was sent)."""
-    return result.outcome is Outcome.NETWORK_ERROR and result.error_code == oc.CONNECT_FAILED
 
 
 def describe_error(exc: BaseException) -> str:
@@ -145,6 +141,7 @@ def run(
     stop_on_auth_error: bool = True,
     grace: float = INTERRUPT_GRACE,
     on_idle: Callable[[], None] | None = None,
+    context: RunContext | None = None,
 ) -> RunResult:
     """Apply `operation` to each ID (each once); a result for every ID. Never raises (but
     for BaseExceptions other than KeyboardInterrupt, which are not the run's to own).
@@ -155,197 +152,207 @@ def run(
     seconds, and IDs never sent are `skipped` with a code naming the cause. On
     KeyboardInterrupt the same happens with `INTERRUPTED`. `on_idle` is called in this
     thread about ten times a second while no result arrives (to show a wait, say); like a
-    sink, it halts the run if it raises.
+    sink, it halts the run if it raises. `context` (the run's halt signal, tally and budget
+    wait; a fresh one by default) is handed to every call of `operation`; the run sets its
+    halt signal when it halts.
     """
-    halted: Halt | None = None
-    cause: BaseException | None = None
-    unreachable: list[Result] = []  # rows in a row that could not connect (reset by one that did)
-    sinks = [on_result] if callable(on_result) else list(on_result)
-    todo = list(ids)
-    results: dict[str, Result] = {}
-    stop = threading.Event()
-    lock = threading.Lock()
-    source = iter(todo)
-    busy: dict[int, str] = {}
-    out: queue.Queue[tuple[str | None, Result | BaseException | None]] = queue.Queue()
-    deadline: float | None = None  # once the run ends early: how long to wait for requests in flight
+    return _Run(ids, operation, workers=workers, on_result=on_result, stop_on_auth_error=stop_on_auth_error,
+                grace=grace, on_idle=on_idle, context=context or RunContext()).run()
 
-    def worker(n: int) -> None:
+
+class _Run:
+    """One run of `run`: worker threads send; this thread takes their results, feeds the
+    sinks, decides whether the run halts, and settles every ID at the end."""
+
+    def __init__(self, ids: Iterable[str], operation: Operation, *, workers: int, on_result: Sink | Sequence[Sink],
+                 stop_on_auth_error: bool, grace: float, on_idle: Callable[[], None] | None,
+                 context: RunContext) -> None:
+        self.operation, self.context, self.grace, self.on_idle = operation, context, grace, on_idle
+        self.stop_on_auth_error = stop_on_auth_error
+        self.sinks = [on_result] if callable(on_result) else list(on_result)
+        self.todo = list(ids)
+        self.workers = max(1, min(workers, len(self.todo) or 1))
+        self.halted: Halt | None = None
+        self.cause: BaseException | None = None
+        self.unreachable: list[Result] = []  # rows in a row that could not connect (reset by one that did)
+        self.results: dict[str, Result] = {}
+        self.lock = threading.Lock()
+        self.source = iter(self.todo)
+        self.busy: dict[int, str] = {}
+        self.out: queue.Queue[tuple[str | None, Result | BaseException | None]] = queue.Queue()
+        self.deadline: float | None = None  # once the run ends early: how long to wait for requests in flight
+        self.pending: tuple[str, Result | BaseException] | None = None  # being taken when an interrupt came
+
+    def run(self) -> RunResult:
+        threads = [threading.Thread(target=self.worker, args=(n,), name=f"smtoolkit-worker-{n}", daemon=True)
+                   for n in range(self.workers)]
+        for t in threads:
+            t.start()
+        alive = len(threads)
+        while alive:
+            try:
+                alive -= self.receive()
+            except KeyboardInterrupt:
+                if self.deadline is not None:
+                    break  # a second interrupt, or one while settling after an error: stop waiting
+                self.halt(Halt.INTERRUPT)
+            if self.deadline is not None and time.monotonic() >= self.deadline:
+                break
+        self.context.halt.set()
+        for _ in range(3):  # settling is idempotent: an interrupt here only repeats it
+            try:
+                self.take_pending()
+                self.settle_the_rest()
+                break
+            except KeyboardInterrupt:
+                self.halt(Halt.INTERRUPT)
+        return RunResult(self.results, self.halted, self.cause, self.last_unreachable())
+
+    def worker(self, n: int) -> None:
+        stop = self.context.halt
         while not stop.is_set():
-            with lock:
-                batch_id = next(source, None)
+            with self.lock:
+                batch_id = next(self.source, None)
                 if batch_id is None:
                     break
-                busy[n] = batch_id
+                self.busy[n] = batch_id
             try:
-                res: Result | BaseException = operation(batch_id, stop)
+                res: Result | BaseException = self.operation(batch_id, self.context)
             except BaseException as exc:  # noqa: BLE001 - reported to the main thread
                 res = exc
                 stop.set()  # a bug: no other worker may go on sending behind the caller's back
-            if (stop_on_auth_error and isinstance(res, Result)
-                    and res.outcome in (Outcome.UNAUTHORIZED, Outcome.FORBIDDEN)):
+            if self.stop_on_auth_error and isinstance(res, Result) and settle.key_refused(res):
                 stop.set()  # at once, not when the main thread gets to it
-            out.put((batch_id, res))  # queued before it stops counting as in flight
-            with lock:
-                busy.pop(n, None)
-        out.put((None, None))  # this worker is done
+            self.out.put((batch_id, res))  # queued before it stops counting as in flight
+            with self.lock:
+                self.busy.pop(n, None)
+        self.out.put((None, None))  # this worker is done
 
-    def last_unreachable() -> Result | None:
-        return unreachable[-1] if halted is Halt.UNREACHABLE and unreachable else None
+    def receive(self) -> int:
+        """Take one worker's result (or call `on_idle`); 1 when a worker said it is done."""
+        self.take_pending()
+        try:
+            timeout = 0.1 if self.deadline is None else max(0.001, self.deadline - time.monotonic())
+            batch_id, item = self.out.get(timeout=timeout)
+        except queue.Empty:
+            if self.on_idle is not None and self.deadline is None:
+                try:
+                    self.on_idle()
+                except Exception as exc:  # noqa: BLE001 - as for a sink
+                    self.on_idle = None
+                    self.halt(Halt.ERROR, exc)
+            return 0
+        if item is None or batch_id is None:
+            return 1
+        self.pending = (batch_id, item)
+        self.take_pending()
+        return 0
 
-    def halt(reason: Halt, exc: BaseException | None = None) -> None:
-        nonlocal deadline, halted, cause
-        if halted is None:
-            halted, cause = reason, exc
-        stop.set()
-        if reason in (Halt.INTERRUPT, Halt.ERROR) and deadline is None:
-            deadline = time.monotonic() + grace
+    def take_pending(self) -> None:
+        if self.pending is not None:
+            taking = self.pending
+            self.take(*taking)
+            self.pending = None
 
-    def emit(result: Result) -> None:
-        for sink in list(sinks):
+    def last_unreachable(self) -> Result | None:
+        return self.unreachable[-1] if self.halted is Halt.UNREACHABLE and self.unreachable else None
+
+    def halt(self, reason: Halt, exc: BaseException | None = None) -> None:
+        if self.halted is None:
+            self.halted, self.cause = reason, exc
+        self.context.halt.set()
+        if reason in (Halt.INTERRUPT, Halt.ERROR) and self.deadline is None:
+            self.deadline = time.monotonic() + self.grace
+
+    def emit(self, result: Result) -> None:
+        for sink in list(self.sinks):
             try:
                 sink(result)
             except Exception as exc:  # noqa: BLE001 - the run owns it: it ends, the report stays
-                sinks.remove(sink)
-                halt(Halt.ERROR, exc)
+                self.sinks.remove(sink)
+                self.halt(Halt.ERROR, exc)
 
-    def take(batch_id: str, item: Result | BaseException) -> None:
-        if batch_id in results:
+    def take(self, batch_id: str, item: Result | BaseException) -> None:
+        if batch_id in self.results:
             return  # already taken (an interrupt landed while it was being handled)
         if isinstance(item, BaseException):
-            result = Result(batch_id, Outcome.NETWORK_ERROR, error_code=INTERNAL_ERROR,
-                            error_message=f"smtoolkit failed while handling this batch ({describe_error(item)}); "
-                                          "a request may have been sent: run again to settle it")
-            halt(Halt.ERROR, item)
+            result = settle.internal_error(batch_id, describe_error(item))
+            self.halt(Halt.ERROR, item)
         else:
             result = item
-            if result.outcome is Outcome.SKIPPED and result.attempts == 0 and result.error_code == oc.BUDGET_RESERVE:
-                halt(Halt.RESERVE)
-            if stop_on_auth_error and result.outcome in (Outcome.UNAUTHORIZED, Outcome.FORBIDDEN):
-                halt(Halt.AUTH)
-            if cannot_connect(result):
-                unreachable.append(result)
-                if len(unreachable) >= UNREACHABLE_ROWS:
-                    halt(Halt.UNREACHABLE)
+            if result.reason is Reason.RESERVE:
+                self.halt(Halt.RESERVE)
+            if self.stop_on_auth_error and settle.key_refused(result):
+                self.halt(Halt.AUTH)
+            if settle.cannot_connect(result):
+                self.unreachable.append(result)
+                if len(self.unreachable) >= UNREACHABLE_ROWS:
+                    self.halt(Halt.UNREACHABLE)
             elif result.attempts:  # it reached the API (or may have): the network works
-                unreachable.clear()
-        results[batch_id] = result
-        emit(result)
+                self.unreachable.clear()
+        self.results[batch_id] = result
+        self.emit(result)
 
-    def settle_the_rest() -> None:
+    def settle_the_rest(self) -> None:
         # In-flight first, then the queue: a worker queues its result before it leaves `busy`,
         # so every request is found in one of the two (never reported as not sent).
-        with lock:
-            in_flight = list(busy.values())
+        with self.lock:
+            in_flight = list(self.busy.values())
         while True:  # answers that arrived while we stopped waiting
             try:
-                batch_id, item = out.get_nowait()
+                batch_id, item = self.out.get_nowait()
             except queue.Empty:
                 break
             if item is not None and batch_id is not None:
-                take(batch_id, item)
+                self.take(batch_id, item)
+        code, message = halt_label(self.halted, self.cause, self.last_unreachable())
         # Requests still in flight after the grace period: their effect is unknown.
         for batch_id in in_flight:
-            if batch_id not in results:
-                r = Result(batch_id, Outcome.NETWORK_ERROR, error_code=IN_FLIGHT,
-                           error_message="the run ended while this request was in flight; "
-                                         "its effect is unknown (run again to settle it)", attempts=1)
-                results[batch_id] = r
-                emit(r)
-        for batch_id in todo:
-            if batch_id not in results:
-                r = Result(batch_id, Outcome.SKIPPED)
-                results[batch_id] = r
-                emit(r)
+            if batch_id not in self.results:
+                self.results[batch_id] = r = settle.in_flight(batch_id)
+                self.emit(r)
+        for batch_id in self.todo:
+            if batch_id not in self.results:
+                self.results[batch_id] = r = settle.unsent(batch_id, code, message)
+                self.emit(r)
         # Rows not sent because the run halted say why, whatever order their results came in.
-        for r in results.values():
-            if r.outcome is Outcome.SKIPPED and r.attempts == 0 and r.error_code != oc.ROW_DEADLINE:
-                if halted is not None or r.error_code is None:
-                    r.error_code, r.error_message = halt_label(halted, cause, last_unreachable())
-
-    threads = [threading.Thread(target=worker, args=(n,), name=f"smtoolkit-worker-{n}", daemon=True)
-               for n in range(max(1, min(workers, len(todo) or 1)))]
-    for t in threads:
-        t.start()
-    alive = len(threads)
-    pending: tuple[str, Result | BaseException] | None = None
-    while alive:
-        try:
-            if pending is not None:  # taken when an interrupt cut its handling short
-                taking, pending = pending, None
-                take(*taking)
-            if deadline is not None and time.monotonic() >= deadline:
-                break
-            try:
-                timeout = 0.1 if deadline is None else max(0.001, deadline - time.monotonic())
-                batch_id, item = out.get(timeout=timeout)
-            except queue.Empty:
-                if on_idle is not None and deadline is None:
-                    try:
-                        on_idle()
-                    except Exception as exc:  # noqa: BLE001 - as for a sink
-                        on_idle = None
-                        halt(Halt.ERROR, exc)
-                continue
-            if item is None or batch_id is None:
-                alive -= 1
-                continue
-            pending = (batch_id, item)
-            take(batch_id, item)
-            pending = None
-        except KeyboardInterrupt:
-            if deadline is not None:
-                break  # a second interrupt, or one while settling after an error: stop waiting
-            halt(Halt.INTERRUPT)
-    stop.set()
-    for _ in range(3):  # settling is idempotent: an interrupt here only repeats it
-        try:
-            if pending is not None:
-                taking, pending = pending, None
-                take(*taking)
-            settle_the_rest()
-            break
-        except KeyboardInterrupt:
-            halt(Halt.INTERRUPT)
-    return RunResult(results, halted, cause, last_unreachable())
+        for batch_id, r in self.results.items():
+            self.results[batch_id] = settle.halted(r, code, message)
 
 
 class CancelAndWait:
     """The operation of a cancel run: cancel, then (with `wait`) poll GET until the batch
-    reads STOPPED or the time is up. Polls go through the same limiter and tally."""
+    reads STOPPED or the time is up. Polls go through the same limiter and tally, but never
+    wait for the budget: a poll refused at the reserve ends the polling."""
 
-    def __init__(self, client: Client, wait: float | None, tally: Tally | None = None,
-                 budget_wait: BudgetWait | None = None) -> None:
-        self.client, self.wait, self.tally, self.budget_wait = client, wait, tally, budget_wait
+    def __init__(self, client: Client, wait: float | None) -> None:
+        self.client, self.wait = client, wait
         self.polls = 0
         self._lock = threading.Lock()
 
-    def __call__(self, batch_id: str, stop: threading.Event) -> Result:
-        r = self.client.cancel(batch_id, stop=stop, tally=self.tally, budget_wait=self.budget_wait)
-        if not self.wait or r.outcome is not Outcome.STOPPING:
+    def __call__(self, batch_id: str, context: RunContext) -> Result:
+        r = self.client.cancel(batch_id, context=context)
+        if not self.wait or not settle.still_stopping(r):
             return r
-        deadline = time.monotonic() + self.wait
+        return settle.after_polls(r, self._poll(batch_id, replace(context, budget_wait=None)), self.wait)
+
+    def _poll(self, batch_id: str, context: RunContext) -> list[Result]:
+        """The lookups sent while waiting for the batch to read STOPPED (none once one is not sent)."""
+        halt = context.halt
+        polls: list[Result] = []
+        deadline = time.monotonic() + (self.wait or 0.0)
         gap = POLL_FIRST
-        while not stop.is_set():
+        while not halt.is_set():
             left = deadline - time.monotonic()
-            if left <= 0:
+            if left <= 0 or halt.wait(min(gap, left)):
                 break
-            if stop.wait(min(gap, left)):
-                break
-            seen = self.client.lookup(batch_id, stop=stop, tally=self.tally)
+            seen = self.client.lookup(batch_id, context=context)
             if seen.attempts == 0:
                 break  # not sent: the run halted or the budget reached the reserve
             with self._lock:
                 self.polls += seen.attempts
-            r.attempts += seen.attempts
-            if seen.http_status == 200 and seen.status_code is not None:
-                r.status_code, r.request_id = seen.status_code, seen.request_id
-                r.cancel_time = seen.cancel_time or r.cancel_time
-                r.end_time = seen.end_time
-                r.ratelimit_remaining = seen.ratelimit_remaining
-                if seen.status_code == "STOPPED":
-                    r.outcome = Outcome.CANCELLED
-                    return r
+            polls.append(seen)
+            if settle.reads_stopped(seen):
+                break
             gap = min(gap * POLL_GROWTH, POLL_MAX)
-        r.error_description = f"still {r.status_code} after waiting {self.wait:g} s for it to stop"
-        return r
+        return polls

@@ -65,7 +65,7 @@ NOT_SENT_CAUSES = ("dns", "refused", "certificate", "tls", "timeout", "proxy", "
 class Received:
     """An answer as read off the wire: `body` holds at most MAX_ANSWER_BYTES."""
 
-    status: int
+    http_status: int
     headers: Mapping[str, str]
     body: bytes
     too_large: bool

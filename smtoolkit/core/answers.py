@@ -27,7 +27,7 @@ RESPONSE_TOO_LARGE = "RESPONSE_TOO_LARGE"
 class Answer:
     """What the server said, as far as it could be read."""
 
-    status: int
+    http_status: int
     data: Mapping[str, Any] | None = None  # the `data` object of a 2xx
     meta: Mapping[str, Any] | None = None  # the whole JSON object of a 2xx (meta may nest)
     readable: bool = True  # False: the body should have been JSON and was not
@@ -42,7 +42,7 @@ class Answer:
 
     @property
     def is_2xx(self) -> bool:
-        return 200 <= self.status < 300
+        return 200 <= self.http_status < 300
 
     @property
     def ok(self) -> bool:
@@ -163,7 +163,7 @@ def _text(value: Any, limit: int) -> str | None:
     return compact_json(value, limit)
 
 
-def parse_answer(status: int, headers: Mapping[str, str], body: bytes, now: float, *,
+def parse_answer(http_status: int, headers: Mapping[str, str], body: bytes, now: float, *,
                  too_large: bool = False) -> Answer:
     """Turn an HTTP answer into an `Answer`. `now` (epoch seconds) resolves HTTP-date Retry-After.
 
@@ -176,10 +176,10 @@ def parse_answer(status: int, headers: Mapping[str, str], body: bytes, now: floa
         "ratelimit_remaining": _int_header(headers, "x-ratelimit-remaining"),
         "retry_after": parse_retry_after(retry_after[:200], now) if isinstance(retry_after, str) else None,
     }
-    ok = 200 <= status < 300
+    ok = 200 <= http_status < 300
     if too_large:
-        return Answer(status, None, readable=False, error_code=RESPONSE_TOO_LARGE,
-                      error_message=f"HTTP {status} with an answer larger than {MAX_ANSWER_BYTES / 2**20:g} MiB "
+        return Answer(http_status, None, readable=False, error_code=RESPONSE_TOO_LARGE,
+                      error_message=f"HTTP {http_status} with an answer larger than {MAX_ANSWER_BYTES / 2**20:g} MiB "
                                     "(not read past that)", **common)
     blank = not body or body.isspace()
     try:
@@ -198,28 +198,28 @@ def parse_answer(status: int, headers: Mapping[str, str], body: bytes, now: floa
         message = None
         if not ok:
             kind = "an empty body" if blank else "a body that is not JSON" if not parsed else "unexpected JSON"
-            message = f"HTTP {status} with {kind}" + (f": {snippet!r}" if snippet else "")
-        return Answer(status, None, readable=False, error_message=message,
-                      error_code=None if ok else f"HTTP_{status}", **common)
+            message = f"HTTP {http_status} with {kind}" + (f": {snippet!r}" if snippet else "")
+        return Answer(http_status, None, readable=False, error_message=message,
+                      error_code=None if ok else f"HTTP_{http_status}", **common)
     meta = payload.get("meta")
     if not isinstance(meta, dict):
         meta = {}
     request_id = _text(meta.get("request_id"), 64)
     if ok:
         data = payload.get("data")
-        return Answer(status, data if isinstance(data, dict) else None, payload,
+        return Answer(http_status, data if isinstance(data, dict) else None, payload,
                       readable=isinstance(data, (dict, list)), request_id=request_id, **common)
     error = payload.get("error")
     if isinstance(error, dict):  # the standard envelope
-        return Answer(status, None, None, True, _text(error.get("code"), 100) or f"HTTP_{status}",
+        return Answer(http_status, None, None, True, _text(error.get("code"), 100) or f"HTTP_{http_status}",
                       _text(error.get("message"), 255), _text(error.get("description"), 2048),
                       request_id, **common)
     if "title" in payload or "detail" in payload or "type" in payload:  # RFC 9457 problem details
-        code = _problem_code(payload, status)
-        return Answer(status, None, None, True, code, _text(payload.get("title"), 255),
+        code = _problem_code(http_status)
+        return Answer(http_status, None, None, True, code, _text(payload.get("title"), 255),
                       _text(payload.get("detail"), 2048), request_id or _text(payload.get("instance"), 64),
                       **common)
-    return Answer(status, None, None, False, f"HTTP_{status}", f"HTTP {status} with unexpected JSON",
+    return Answer(http_status, None, None, False, f"HTTP_{http_status}", f"HTTP {http_status} with unexpected JSON",
                   request_id=request_id, **common)
 
 
@@ -230,10 +230,10 @@ _STATUS_CODES = {
 }
 
 
-def _problem_code(payload: Mapping[str, Any], status: int) -> str:
+def _problem_code(http_status: int) -> str:
     # Problem details carry no stable code; use the documented code for the status so that
     # callers branch the same way whichever shape the server chose.
-    return _STATUS_CODES.get(status, f"HTTP_{status}")
+    return _STATUS_CODES.get(http_status, f"HTTP_{http_status}")
 
 
 def query_counts_in(payload: Mapping[str, Any] | None) -> dict[str, int] | None:

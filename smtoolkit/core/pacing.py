@@ -78,7 +78,7 @@ class Pacer:
         if r < self._target:
             climb = math.log(self._target / r) / math.log(1 + FAST_STEP)  # seconds to the target
             if calm < climb:
-                return min(self._top, r * (1 + FAST_STEP) ** calm)
+                return min(self._top, r * math.pow(1 + FAST_STEP, calm))
             calm -= climb
             r = self._target
         steps = int(calm // PROBE_PERIOD)

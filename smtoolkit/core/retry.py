@@ -79,10 +79,6 @@ class RetryPolicy:
         reached the server (`reached` False: no connection could be made)."""
         return retries >= (self.max_retries if reached else min(self.max_retries, self.connect_retries))
 
-    def retryable(self, status: int | None) -> bool:
-        """None stands for a transport failure (timeout, reset, broken body): retried."""
-        return status is None or status in RETRY_STATUSES
-
     def backoff(self, retry: int, rng: random.Random) -> float:
         """Wait before retry number `retry` (0-based) when the server gave no Retry-After."""
         ceiling = min(self.backoff_cap, self.backoff_base * (2 ** min(retry, 30)))

@@ -118,7 +118,7 @@ def test_a_sink_that_raises_is_owned_by_the_run(sandbox: Sandbox, client: Client
         if len(seen) == 3:
             raise ValueError("a callback's own bug")
 
-    outcome = run(ids, lambda i, stop: client.cancel(i, stop=stop), workers=4, on_result=[callback])
+    outcome = run(ids, lambda i, context: client.cancel(i, context=context), workers=4, on_result=[callback])
     nothing_more_sent(sandbox, requests_seen(sandbox))
     results = outcome.results
     assert set(results) == set(ids) and len(seen) == 3

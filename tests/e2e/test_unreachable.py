@@ -232,7 +232,7 @@ def test_one_cancel_to_a_dead_host_is_not_verified_and_reads_well() -> None:
     port = closed_port()
     with Client(api_key=KEY, base_url=f"http://127.0.0.1:{port}/enterprise/v2", backoff_base=0.01) as c:
         r = c.cancel("qrb_1")
-        assert c.requests_sent == r.attempts == 1 + CONNECT_RETRIES  # retried a little, no GET
+        assert c.pacing()["requests_sent"] == r.attempts == 1 + CONNECT_RETRIES  # retried a little, no GET
     assert r.outcome.value == "network_error" and r.error_code == "CONNECT_FAILED"
     assert r.error_message == f"not sent: 127.0.0.1:{port} refused the connection"
     assert r.error_description is not None and "Check the base URL" in r.error_description

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import math
 import os
-import threading
 import traceback
 from collections.abc import Callable
 from pathlib import Path
@@ -288,11 +287,10 @@ class _Exploding(Client):
     bomb = ""
     defused = False  # set once measured: stray workers then fail at once instead of sending
 
-    def cancel(self, batch_id: str, *, stop: threading.Event | None = None, tally: Any = None,
-               **kwargs: Any) -> sm.Result:
+    def cancel(self, batch_id: str, **kwargs: Any) -> sm.Result:
         if batch_id == self.bomb or self.defused:
             raise RuntimeError("boom")
-        return super().cancel(batch_id, stop=stop, tally=tally, **kwargs)
+        return super().cancel(batch_id, **kwargs)
 
 
 def test_an_exception_in_one_row_stops_every_worker_and_the_report_is_returned(sandbox: Sandbox) -> None:

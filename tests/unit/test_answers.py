@@ -382,7 +382,7 @@ bodies = st.one_of(st.binary(max_size=300), json_values.map(lambda v: json.dumps
 
 
 def check_answer_invariants(a: Answer, status: int) -> None:
-    assert a.status == status
+    assert a.http_status == status
     assert isinstance(a.readable, bool)
     for v in (a.ratelimit_limit, a.ratelimit_remaining):
         assert v is None or (type(v) is int and 0 <= v <= MAX_RATELIMIT)

@@ -4,6 +4,7 @@ reading of the budget, and the plan line."""
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 
 import pytest
 
@@ -15,9 +16,21 @@ from tests.helpers import FakeClock
 
 def _limiter(clock: FakeClock, remaining: int, limit: int = 100, reserve: int = 10) -> Limiter:
     lim = Limiter(20.0, reserve, clock=clock.now, sleep=clock.sleep)
-    t = lim.acquire(None, float("inf"), None)
+    t = lim.acquire(None, float("inf"))
     lim.answered(t, limit, remaining)
     return lim
+
+
+def wait_for(wait: BudgetWait, halt: threading.Event | None, look: Callable[[], float | None]) -> bool:
+    """What a client's worker does at the reserve: join the wait, and when it leads it, send
+    each look when one is due; True when the budget is back."""
+    watch = wait.join(halt)
+    if isinstance(watch, bool):
+        return watch
+    with watch:
+        while watch.look_due():
+            watch.looked(look())
+        return watch.back
 
 
 class Server:
@@ -28,7 +41,7 @@ class Server:
         self.times: list[float] = []
 
     def look(self) -> float | None:
-        t = self.lim.acquire(None, float("inf"), None, look=True)
+        t = self.lim.acquire(None, float("inf"), look=True)
         self.times.append(t)
         remaining = [v for at, v in sorted(self.remaining_at.items()) if at <= t][-1]
         self.lim.answered(t, 100, remaining, look=True)
@@ -41,7 +54,7 @@ def test_it_looks_once_per_interval_until_the_budget_is_back() -> None:
     assert not lim.budget_allows()
     server = Server(lim, clock, {0: 9, 200: 100})
     wait = BudgetWait(lim, limit=3600, every=60)
-    assert wait.wait(None, server.look) is True
+    assert wait_for(wait, None, server.look) is True
     assert server.times == [60.0, 120.0, 180.0, 240.0]  # the first look one interval in; 240 sees it back
     assert wait.looks == 4 and wait.waits == 1 and wait.waited == pytest.approx(240.0)
     assert lim.budget_allows() and lim.budget.remaining == 100
@@ -53,8 +66,8 @@ def test_a_look_may_touch_the_reserve_but_nothing_else_may() -> None:
     from smtoolkit.limiter import Refused
 
     with pytest.raises(Refused, match="reserve"):
-        lim.acquire(None, float("inf"), None)
-    lim.acquire(None, float("inf"), None, look=True)  # allowed
+        lim.acquire(None, float("inf"))
+    lim.acquire(None, float("inf"), look=True)  # allowed
 
 
 def test_the_wait_limit_ends_the_wait_and_no_look_is_squeezed_in() -> None:
@@ -62,9 +75,9 @@ def test_the_wait_limit_ends_the_wait_and_no_look_is_squeezed_in() -> None:
     lim = _limiter(clock, remaining=10)
     server = Server(lim, clock, {0: 9})
     wait = BudgetWait(lim, limit=150, every=60)
-    assert wait.wait(None, server.look) is False
+    assert wait_for(wait, None, server.look) is False
     assert server.times == [60.0, 120.0] and clock.now() == pytest.approx(150.0)
-    assert wait.wait(None, server.look) is False and server.times == [60.0, 120.0]  # spent: no more waiting
+    assert wait_for(wait, None, server.look) is False and server.times == [60.0, 120.0]  # spent: no more waiting
 
 
 def test_the_wait_limit_counts_over_the_whole_run() -> None:
@@ -72,10 +85,10 @@ def test_the_wait_limit_counts_over_the_whole_run() -> None:
     lim = _limiter(clock, remaining=10)
     server = Server(lim, clock, {0: 9, 60: 50})
     wait = BudgetWait(lim, limit=100, every=60)
-    assert wait.wait(None, server.look) is True  # back at 60
-    lim.answered(lim.acquire(None, float("inf"), None), 100, 10)  # spent again: at the reserve
+    assert wait_for(wait, None, server.look) is True  # back at 60
+    lim.answered(lim.acquire(None, float("inf")), 100, 10)  # spent again: at the reserve
     server.remaining_at[60.5] = 9
-    assert wait.wait(None, server.look) is False  # 40 s left of 100: no look fits
+    assert wait_for(wait, None, server.look) is False  # 40 s left of 100: no look fits
     assert wait.waited == pytest.approx(100.0, abs=0.01) and wait.waits == 2
 
 
@@ -84,35 +97,35 @@ def test_a_looks_retry_after_pushes_the_next_look_back() -> None:
     lim = _limiter(clock, remaining=10)
     server = Server(lim, clock, {0: 0, 950: 100}, retry_after=900.0)
     wait = BudgetWait(lim, limit=3600, every=60)
-    assert wait.wait(None, server.look) is True
+    assert wait_for(wait, None, server.look) is True
     assert server.times == [60.0, 960.0]
 
 
 def test_a_stop_ends_the_wait_at_once() -> None:
     lim = Limiter(20.0, 10)  # the real clock: the wait really blocks until stopped
-    lim.answered(lim.acquire(None, float("inf"), None), 100, 10)
+    lim.answered(lim.acquire(None, float("inf")), 100, 10)
     stop = threading.Event()
     wait = BudgetWait(lim, limit=3600, every=60)
     threading.Timer(0.2, stop.set).start()
     looks: list[int] = []
-    assert wait.wait(stop, lambda: looks.append(1)) is False  # type: ignore[func-returns-value]
+    assert wait_for(wait, stop, lambda: looks.append(1)) is False  # type: ignore[func-returns-value]
     assert looks == []  # it ended before its first look was due (60 s in): at once, not at a look
     assert wait.status() is None
 
 
 def test_one_worker_looks_while_the_others_wait_for_its_verdict() -> None:
     lim = Limiter(20.0, 10)
-    lim.answered(lim.acquire(None, float("inf"), None), 100, 10)
+    lim.answered(lim.acquire(None, float("inf")), 100, 10)
     wait = BudgetWait(lim, limit=30, every=0.2)
     looked = []
 
     def look() -> None:
         looked.append(threading.current_thread().name)
-        t = lim.acquire(None, float("inf"), None, look=True)
+        t = lim.acquire(None, float("inf"), look=True)
         lim.answered(t, 100, 80, look=True)
 
     verdicts: list[bool] = []
-    threads = [threading.Thread(target=lambda: verdicts.append(wait.wait(None, look))) for _ in range(4)]
+    threads = [threading.Thread(target=lambda: verdicts.append(wait_for(wait, None, look))) for _ in range(4)]
     for t in threads:
         t.start()
     for t in threads:

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import threading
-
 import pytest
 
 from smtoolkit.core import outcomes as oc
 from smtoolkit.core.outcomes import Outcome, Result
+from smtoolkit.core.reasons import Reason
 from smtoolkit.core.settle import not_sent
 from smtoolkit.errors import JournalError
+from smtoolkit.limiter import RunContext
 from smtoolkit.runner import UNREACHABLE_ROWS, Halt, Operation, RunResult, halt_label, run
 
 
@@ -51,12 +51,12 @@ def _scripted(script: list[str]) -> tuple[list[str], Operation]:
     (as the client's gate refuses them), so a run that never halts fails the test."""
     ids = [f"qrb_{i}" for i in range(len(script) + 20)]
 
-    def operation(batch_id: str, stop: threading.Event) -> Result:
+    def operation(batch_id: str, context: RunContext) -> Result:
         i = int(batch_id.split("_")[1])
         if i < len(script):
             return _cannot_connect(batch_id) if script[i] == "F" else Result(batch_id, Outcome.CANCELLED, attempts=1)
-        assert stop.wait(30), "the run never halted"
-        return not_sent(batch_id, "stopped")
+        assert context.halt.wait(30), "the run never halted"
+        return not_sent(batch_id, Reason.HALTED)
 
     return ids, operation
 
@@ -92,6 +92,13 @@ def test_one_row_that_reached_the_api_resets_the_count() -> None:
 
 def test_a_run_that_never_halted_has_no_unreachable_row() -> None:
     ids = ["qrb_a", "qrb_b"]
-    out = run(ids, lambda i, stop: _cannot_connect(i), workers=2)
+    out = run(ids, lambda i, context: _cannot_connect(i), workers=2)
     assert out.halt is None and out.message(0) is None
     assert {r.error_code for r in out.results.values()} == {oc.CONNECT_FAILED}
+
+
+def test_a_report_says_halted_and_keeps_stopped_as_an_alias_for_one_release() -> None:
+    from smtoolkit.api import _halt_facts
+
+    assert _halt_facts(RunResult({}, Halt.AUTH)) == {"halted": "auth", "stopped": "auth", "error": None}
+    assert _halt_facts(RunResult({})) == {"halted": None, "stopped": None, "error": None}

@@ -2,63 +2,62 @@
 
 from __future__ import annotations
 
-import threading
-
 import pytest
 
-from smtoolkit.limiter import Limiter, Refused, Tally
+from smtoolkit.core.reasons import Reason
+from smtoolkit.limiter import Limiter, Refused, RunContext
 from tests.helpers import FakeClock, max_in_window
 
 
 def test_requests_are_spaced_on_the_injected_clock_and_counted_per_run() -> None:
     clock = FakeClock(0.0)
     gate = Limiter(10.0, None, clock=clock.now, sleep=clock.sleep)
-    a, b = Tally(), Tally()
+    a, b = RunContext(), RunContext()
     starts = []
     for i in range(6):
-        t = gate.acquire(None, deadline=1e9, tally=a if i % 2 else b)
+        t = gate.acquire(a if i % 2 else b, deadline=1e9)
         starts.append(t)
         gate.answered(t, 5000, 4999 - i)
     gaps = [y - x for x, y in zip(starts, starts[1:], strict=False)]
     assert min(gaps) >= 1 / (10 * 0.975) - 1e-9  # paced at 97.5% of max_rps, on the fake clock
-    assert (a.sent, b.sent, gate.requests_sent) == (3, 3, 6)
+    assert (a.tally.sent, b.tally.sent, gate.requests_sent) == (3, 3, 6)
 
 
 def test_a_throttle_pauses_everyone_and_counts_for_its_run() -> None:
     clock = FakeClock(0.0)
     gate = Limiter(20.0, None, clock=clock.now, sleep=clock.sleep)
-    run = Tally()
-    t = gate.acquire(None, 1e9, run)
+    run = RunContext()
+    t = gate.acquire(run, 1e9)
     gate.answered(t, None, None)
     gate.throttled(t, 30.0, run)
-    nxt = gate.acquire(None, 1e9, None)
-    assert nxt >= t + 30.0 and run.throttled == 1 and gate.throttled_count == 1
+    nxt = gate.acquire(None, 1e9)
+    assert nxt >= t + 30.0 and run.tally.throttled == 1 and gate.throttled_count == 1
 
 
 def test_the_deadline_refuses_a_start_that_would_wait_past_it() -> None:
     clock = FakeClock(0.0)
     gate = Limiter(20.0, None, clock=clock.now, sleep=clock.sleep)
-    t = gate.acquire(None, 1e9, None)
+    t = gate.acquire(None, 1e9)
     gate.answered(t, None, None)
     gate.throttled(t, 60.0, None)
     with pytest.raises(Refused) as info:
-        gate.acquire(None, deadline=clock.now() + 10.0, tally=None)
-    assert info.value.reason == "deadline" and sum(clock.slept) == 0  # gave up without waiting
+        gate.acquire(None, deadline=clock.now() + 10.0)
+    assert info.value.reason is Reason.DEADLINE and sum(clock.slept) == 0  # gave up without waiting
 
 
 def test_the_reserve_and_a_stop_refuse_at_once() -> None:
     clock = FakeClock(0.0)
     gate = Limiter(20.0, 100, clock=clock.now, sleep=clock.sleep)
-    t = gate.acquire(None, 1e9, None)
+    t = gate.acquire(None, 1e9)
     gate.answered(t, 5000, 100)  # 100 left, all of it the reserve
     with pytest.raises(Refused) as info:
-        gate.acquire(None, 1e9, None)
-    assert info.value.reason == "reserve"
-    stop = threading.Event()
-    stop.set()
+        gate.acquire(None, 1e9)
+    assert info.value.reason is Reason.RESERVE
+    run = RunContext()
+    run.halt.set()
     with pytest.raises(Refused) as info:
-        Limiter(20.0, None).acquire(stop, 1e9, None)
-    assert info.value.reason == "stopped"
+        Limiter(20.0, None).acquire(run, 1e9)
+    assert info.value.reason is Reason.HALTED
 
 
 def test_late_wake_ups_do_not_slow_every_later_request() -> None:
@@ -69,7 +68,7 @@ def test_late_wake_ups_do_not_slow_every_later_request() -> None:
     gate = Limiter(50.0, None, clock=clock.now, sleep=lambda s: clock.sleep(s + 0.002))
     starts = []
     for _ in range(1000):
-        t = gate.acquire(None, deadline=1e9, tally=None)
+        t = gate.acquire(None, deadline=1e9)
         starts.append(t)
         gate.answered(t, None, None)
     ideal = (len(starts) - 1) / 50.0

@@ -286,8 +286,8 @@ def test_row_of_a_local_result() -> None:
     assert r.batch is None
 
 
-def test_report_columns_are_the_result_fields_but_batch() -> None:
-    assert set(REPORT_COLUMNS) == set(Result.__dataclass_fields__) - {"batch"}
+def test_report_columns_are_the_result_fields_but_batch_and_reason() -> None:
+    assert set(REPORT_COLUMNS) == set(Result.__dataclass_fields__) - {"batch", "reason"}
     assert len(REPORT_COLUMNS) == len(set(REPORT_COLUMNS))
 
 
@@ -334,3 +334,18 @@ def test_every_answer_gets_exactly_one_known_outcome(status: int, code: str | No
         assert 200 <= status < 300 and data and data.get("status_code") == "STOPPED" and data.get("cancel_time")
     assert tuple(r.row()) == REPORT_COLUMNS
     assert r.outcome not in (Outcome.INVALID_ID, Outcome.DUPLICATE, Outcome.SKIPPED, Outcome.NETWORK_ERROR)
+
+
+def test_a_row_read_back_is_a_frozen_result_equal_to_one_built_directly() -> None:
+    import dataclasses
+    from datetime import UTC, datetime
+
+    from smtoolkit.core.outcomes import restored
+
+    values = ("qrb_1", Outcome.CANCELLED, 200, "STOPPED", None, "m", "d", "req_12345678",
+              datetime(2026, 1, 1, tzinfo=UTC), None, 2, 0.5, 4999)
+    r = restored(*values)
+    assert type(r) is Result and r == Result(*values) and r.row() == Result(*values).row()
+    assert r.batch is None and r.reason is None
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        r.attempts = 3

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import ast
+import dataclasses
 import inspect
 from pathlib import Path
+
+import pytest
 
 import smtoolkit
 
@@ -72,3 +76,43 @@ def test_pure_core_imports_no_io_or_frontend_libraries() -> None:
         text = path.read_text()
         for name in banned:
             assert f"import {name}" not in text and f"from {name}" not in text, f"{path.name} imports {name}"
+
+
+# -- a row's story: decided in the core, once, as an immutable value (issue 23) -------------------
+PACKAGE = Path(smtoolkit.__file__).parent
+#: The modules that pass rows along (client, gate, engine, pandas-facing API): none may decide one.
+NO_OUTCOMES_HERE = ("client.py", "limiter.py", "runner.py", "api.py")
+
+
+def test_no_outcome_is_decided_outside_the_core() -> None:
+    for name in NO_OUTCOMES_HERE:
+        tree = ast.parse((PACKAGE / name).read_text())
+        named = [node.lineno for node in ast.walk(tree)
+                 if (isinstance(node, ast.Name) and node.id == "Outcome")
+                 or (isinstance(node, ast.Attribute) and node.attr == "Outcome")
+                 or (isinstance(node, ast.alias) and node.name == "Outcome")]
+        assert not named, f"{name} names Outcome (line {named[0]}): outcomes are decided in smtoolkit/core"
+
+
+def test_a_result_is_frozen_and_changes_only_into_a_new_one() -> None:
+    r = smtoolkit.Result("qrb_1", smtoolkit.Outcome.STOPPING, attempts=1)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        r.outcome = smtoolkit.Outcome.CANCELLED  # type: ignore[misc]
+    later = dataclasses.replace(r, outcome=smtoolkit.Outcome.CANCELLED)
+    assert r.outcome is smtoolkit.Outcome.STOPPING and later.outcome is smtoolkit.Outcome.CANCELLED
+
+
+def test_reasons_are_one_enum_shared_by_the_gate_the_client_and_settle() -> None:
+    from smtoolkit.core import settle
+    from smtoolkit.core.reasons import Reason
+    from smtoolkit.limiter import Limiter, Refused, RunContext
+
+    assert set(settle.GAVE_UP) <= set(Reason) and set(settle.NOT_SENT) <= set(Reason)
+    context = RunContext()
+    context.halt.set()
+    with pytest.raises(Refused) as info:
+        Limiter(20.0, None).acquire(context, 1e9)
+    assert info.value.reason is Reason.HALTED
+    r = settle.settle(settle.Story("qrb_1", "DELETE", (), Reason.RESERVE))
+    assert r.reason is Reason.RESERVE  # the runner halts on this value, not on the row's fields
+
