@@ -159,7 +159,7 @@ def _console(page: Any, served: Served) -> Any:
         raise
     _wait_text(page, box, "of 200 selected")
     page.wait_for_function("el => el.querySelectorAll('.itables_anywidget tbody tr').length >= 10",
-                           arg=box.element_handle(), timeout=60_000)
+                           arg=box.element_handle(), timeout=120_000)
     return box
 
 
@@ -207,7 +207,7 @@ def test_filter_select_cancel_confirm_in_chromium(served: Served) -> None:
             # The grid's first page (the old RUNNING rows come first) now reads STOPPED / cancelled.
             page.wait_for_function("el => [...el.querySelectorAll('.itables_anywidget tbody tr')].slice(0, 10)"
                                    ".every(tr => tr.innerText.includes('STOPPED') && tr.innerText.includes('cancelled'))",
-                                   arg=box.element_handle(), timeout=30_000)
+                                   arg=box.element_handle(), timeout=120_000)
             _wait_text(page, box, "0 of 200 selected")
             page.screenshot(path=str(ARTIFACTS / f"console-{served.name}-after-cancel.png"))
         finally:

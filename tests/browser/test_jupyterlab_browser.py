@@ -37,6 +37,7 @@ ROOT = Path(__file__).parents[2]
 NOTEBOOK = ROOT / "notebooks" / "cleanup.ipynb"
 START_TIMEOUT = 90  # s: a cold JupyterLab on a busy 2-core machine can take 20-40 s
 RUN_TIMEOUT = 180_000  # ms for Run All (the cancel run alone is ~4 s at 20 requests/s)
+GUARD_MS = 120_000  # ms: a hang guard for one step, never the expected time (the suite runs on a loaded machine)
 
 pytestmark = pytest.mark.browser
 
@@ -163,9 +164,9 @@ def _bars(page: Any) -> list[dict[str, Any]]:
         bar = bars.nth(i)
         bar.scroll_into_view_if_needed()
         # laid out once on screen (cells off screen are skipped by the browser until then)
-        bar.element_handle().wait_for_element_state("stable", timeout=10_000)
+        bar.element_handle().wait_for_element_state("stable", timeout=GUARD_MS)
         page.wait_for_function("p => p.getBoundingClientRect().width > 0 && p.closest('.widget-hbox').innerText",
-                               arg=bar.element_handle(), timeout=10_000)
+                               arg=bar.element_handle(), timeout=GUARD_MS)
         found.append(bar.evaluate("""p => {
             const box = p.closest('.widget-hbox');
             const bar = p.querySelector('.progress-bar');
@@ -257,7 +258,7 @@ def _drive(page: Any, s: Session) -> None:
     # Widgets render asynchronously after their output arrives: give them time to settle.
     page.wait_for_function(
         """() => !/Loading widget|Error displaying widget/.test(document.querySelector('.jp-Notebook').textContent)
-                 && document.querySelectorAll('.widget-hprogress').length >= 3""", timeout=60_000)
+                 && document.querySelectorAll('.widget-hprogress').length >= 3""", timeout=GUARD_MS)
 
     # Every cell ran without an error output; stderr is allowed (smtoolkit may warn), tracebacks are not.
     text = _outputs_text(page)
@@ -294,7 +295,7 @@ def _drive(page: Any, s: Session) -> None:
     console = page.locator(".jp-OutputArea-output:has(.itables_anywidget)").first
     console.scroll_into_view_if_needed()
     page.wait_for_function(f"el => el.innerText.includes('Cancel done: cancelled {cancelled}')",
-                           arg=console.element_handle(), timeout=30_000)
+                           arg=console.element_handle(), timeout=GUARD_MS)
     assert console.locator(".itables_anywidget table tbody tr").count() >= 10
     _shot_of(page, ".jp-OutputArea-output:has(.itables_anywidget)", f"{app.name}-console.png")
 
@@ -329,11 +330,11 @@ def _drive(page: Any, s: Session) -> None:
     # threads, so that path can start two look-ups at once: reported, not tested here.)
     batch_input.press("Enter")
     card = panel.locator(".smtk-card")
-    card.wait_for(timeout=30_000)
+    card.wait_for(timeout=GUARD_MS)
     # (the card's element is replaced at each update: watch the panel's output, which stays)
     page.wait_for_function(
         "el => el.innerText.includes('Look-up: would_cancel') && el.innerText.includes('RUNNING')",
-        arg=panel.element_handle(), timeout=30_000)
+        arg=panel.element_handle(), timeout=GUARD_MS)
     assert "pasted in chat" in card.inner_text()
     # One look-up so far (a second one, had Enter started two, is caught below: see `later`).
     lookup = [(e["method"], e["path"]) for e in sandbox.requests[mark:]]
@@ -343,13 +344,13 @@ def _drive(page: Any, s: Session) -> None:
     # Cancel asks first: nothing is sent until confirmed.
     panel.locator("button.jupyter-button", has_text="Cancel batch").click()
     page.wait_for_function("el => el.innerText.includes('About to cancel')",
-                           arg=panel.element_handle(), timeout=30_000)
+                           arg=panel.element_handle(), timeout=GUARD_MS)
     assert len(sandbox.requests) == mark + 2
     confirm = panel.locator("button.jupyter-button", has_text="Confirm cancel")
     assert confirm.is_enabled()
     confirm.click()
     page.wait_for_function("el => el.innerText.includes('Cancel: cancelled')",
-                           arg=panel.element_handle(), timeout=30_000)
+                           arg=panel.element_handle(), timeout=GUARD_MS)
     card_text = card.inner_text()
     assert "STOPPED" in card_text and "UTC" in card_text, card_text
     history = panel.locator(".smtk-history").inner_text()
@@ -365,7 +366,7 @@ def _drive(page: Any, s: Session) -> None:
     batch_input.fill(other)
     batch_input.press("Enter")
     page.wait_for_function(f"el => el.innerText.includes('{other}') && el.innerText.includes('Look-up: would_cancel')",
-                           arg=panel.element_handle(), timeout=30_000)
+                           arg=panel.element_handle(), timeout=GUARD_MS)
     panel_requests = [(e["method"], e["path"], e["status"]) for e in sandbox.requests[mark:]]
     other_path = f"{urlsplit(sandbox.base_url).path}/query/batch/{other}"
     assert panel_requests == [("GET", batch_path, 200), ("GET", batch_path + "/status", 200),

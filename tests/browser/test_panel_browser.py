@@ -106,20 +106,20 @@ def test_panel_in_chromium(voila_page: Page, tmp_path: Path) -> None:
         batch_input.fill(target)
         batch_input.press("Enter")
         card = page.locator(".smtk-card")
-        card.wait_for(timeout=30_000)
+        card.wait_for(timeout=120_000)
         page.wait_for_function("() => document.querySelector('.smtk-card')?.innerText.includes('RUNNING')",
-                               timeout=30_000)
+                               timeout=120_000)
         assert "would_cancel" in card.inner_text()
 
         # Cancel asks for confirmation first; nothing is sent until confirmed.
         page.locator("button.jupyter-button", has_text="Cancel batch").click()
-        page.wait_for_function("() => document.body.innerText.includes('About to cancel')", timeout=30_000)
+        page.wait_for_function("() => document.body.innerText.includes('About to cancel')", timeout=120_000)
         assert not [e for e in voila_page.log() if e["method"] == "DELETE"]
         confirm = page.locator("button.jupyter-button", has_text="Confirm cancel")
         confirm.click()
         page.wait_for_function(
             "() => document.querySelector('.smtk-card')?.innerText.includes('Cancel: cancelled')",
-            timeout=30_000)
+            timeout=120_000)
         card_text = card.inner_text()
         assert "STOPPED" in card_text and "UTC" in card_text
         history = page.locator(".smtk-history").inner_text()
@@ -133,7 +133,7 @@ def test_panel_in_chromium(voila_page: Page, tmp_path: Path) -> None:
         before = len(voila_page.log())
         batch_input.fill("qrb_../../admin")
         batch_input.press("Enter")
-        page.wait_for_function("() => document.body.innerText.includes('Not sent')", timeout=30_000)
+        page.wait_for_function("() => document.body.innerText.includes('Not sent')", timeout=120_000)
         assert len(voila_page.log()) == before
         page.screenshot(path=str(ARTIFACTS / "panel-invalid-id.png"), full_page=True)
         # Nor later: the kernel takes the page's messages in order and runs one request at a
@@ -141,7 +141,7 @@ def test_panel_in_chromium(voila_page: Page, tmp_path: Path) -> None:
         batch_input.fill(ids[1])
         batch_input.press("Enter")
         page.wait_for_function("id => document.querySelector('.smtk-card')?.innerText.includes(id)",
-                               arg=ids[1], timeout=30_000)
+                               arg=ids[1], timeout=120_000)
         later = voila_page.log()[before:]
         assert later and {(e["method"], e["batch_id"]) for e in later} == {("GET", ids[1])}, later
     assert (ARTIFACTS / "panel-after-cancel.png").stat().st_size > 10_000
