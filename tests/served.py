@@ -55,7 +55,8 @@ class ServedPanel:
         def printed() -> re.Match[str] | None:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"smtoolkit panel exited:\n{self.out()}\n{self.err()[-3000:]}")
-            return re.search(r"Open: (http://\S+)", self.out_path.read_text())
+            out = self.out_path.read_text()
+            return re.search(r"Open: (http://\S+)", out) if "Ctrl-C to stop." in out else None
 
         try:
             m = wait_for(printed, "smtoolkit panel to print its URL", detail=lambda: f":\n{self.out()}\n{self.err()[-3000:]}")

@@ -373,21 +373,20 @@ def _swapped(handlers: list[Any], swaps: dict[type, type]) -> list[Any]:
 
 
 def _announce(p: ServePlan, port: int, out: IO[str]) -> None:
+    """What to open and how it is served, written in one piece (a reader never sees half of it)."""
     first, *more = urls(p, port)
-    print(f"Serving the cancel panel. Open: {first}", file=out)
-    for url in more:
-        print(f"  or: {url}", file=out)
+    lines = [f"Serving the cancel panel. Open: {first}", *(f"  or: {url}" for url in more)]
     if p.token and p.token_from != "generated":
-        print(f"  the token is the one in {p.token_from} (add ?token=... to the URL, or type it on the login page)",
-              file=out)
+        lines.append(f"  the token is the one in {p.token_from} (add ?token=... to the URL, or type it on the "
+                     "login page)")
     elif not p.token:
-        print("  no token: anyone on this machine can open it", file=out)
+        lines.append("  no token: anyone on this machine can open it")
     key = ("each visitor types their own API key (--ask-key)" if p.ask_key
            else f"the API key in this server's ${API_KEY_ENV}")
-    print(f"Key: {key}, for {p.base_url}", file=out)
-    print(f"Audit trail: {p.audit}", file=out)
-    print(f"Open pages: at most {p.max_pages}, {p.max_pages_per_visitor} per visitor address", file=out)
-    print("Ctrl-C to stop.", file=out, flush=True)
+    lines += [f"Key: {key}, for {p.base_url}", f"Audit trail: {p.audit}",
+              f"Open pages: at most {p.max_pages}, {p.max_pages_per_visitor} per visitor address", "Ctrl-C to stop."]
+    out.write("\n".join(lines) + "\n")
+    out.flush()
 
 
 def _stop_on_signals(ioloop: Any) -> None:
