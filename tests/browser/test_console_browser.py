@@ -6,26 +6,19 @@ the others. Screenshots go to test-artifacts/."""
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import re
 import secrets
-import signal
-import socket
-import subprocess
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
-import requests
 
 from smtoolkit.sandbox import Sandbox
-from tests.browser.chromium import ARTIFACTS, CHROMIUM, FLAGS
-from tests.helpers import wait_for
+from tests.browser.chromium import ARTIFACTS, CHROMIUM, chromium_page
+from tests.browser.servers import free_port, jupyter_args, jupyter_home, running_server, voila_args
 
 ROOT = Path(__file__).parents[2]
 pytestmark = pytest.mark.browser
@@ -42,12 +35,6 @@ import smtoolkit as sm
 batches = pd.read_csv(os.environ["SMTK_IDS_CSV"], dtype=str)
 console = sm.CancelConsole(batches, base_url=os.environ["SUPERMETRICS_BASE_URL"], max_rps=100)
 console"""
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass
@@ -78,62 +65,23 @@ def _write_notebook(path: Path) -> None:
     path.write_text(json.dumps(nb))
 
 
-@contextlib.contextmanager
-def _server(args: list[str], env: dict[str, str], cwd: Path, log_path: Path, probe: str) -> Iterator[None]:
-    log = open(log_path, "w")
-    proc = subprocess.Popen(args, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        def up() -> bool:
-            if proc.poll() is not None:
-                pytest.fail(f"server exited: {log_path.read_text()[-3000:]}")
-            try:
-                return requests.get(probe, timeout=2).status_code < 500
-            except requests.RequestException:
-                return False
-
-        wait_for(up, "the server to answer", detail=lambda: log_path.read_text()[-3000:])
-        yield
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(10)
-        log.close()
-
-
 @pytest.fixture(params=["voila", "jupyterlab"])
 def served(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Served]:
     home, root = tmp_path / "home", tmp_path / "root"
     home.mkdir()
     root.mkdir()
     _write_notebook(root / "console.ipynb")
-    labconfig = home / "config" / "labconfig"  # no "get Jupyter news?" toast over the page
-    labconfig.mkdir(parents=True)
-    (labconfig / "page_config.json").write_text(
-        '{"disabledExtensions": {"@jupyterlab/apputils-extension:announcements": true}}')
     with Sandbox(seed=24, per_second=200) as sb:
         ids = _seed(sb, home / "ids.csv")
-        port, token = _free_port(), secrets.token_hex(16)
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("SUPERMETRICS_", "SMTK_", "JUPYTER"))}
-        env.update(HOME=str(home), JUPYTER_PLATFORM_DIRS="1", JUPYTER_CONFIG_DIR=str(home / "config"),
-                   SUPERMETRICS_API_KEY=sb.api_key, SUPERMETRICS_BASE_URL=sb.base_url,
-                   SMTK_IDS_CSV=str(home / "ids.csv"))
+        port, token = free_port(), secrets.token_hex(16)
+        env = jupyter_home(home, SUPERMETRICS_API_KEY=sb.api_key, SUPERMETRICS_BASE_URL=sb.base_url,
+                           SMTK_IDS_CSV=str(home / "ids.csv"))
         base = f"http://127.0.0.1:{port}/"
         if request.param == "voila":
-            args = [sys.executable, "-m", "voila", "--no-browser", f"--port={port}", "--Voila.ip=127.0.0.1",
-                    str(root / "console.ipynb")]
-            page_url, probe = base, base + "api"
+            args, page_url = voila_args(port, root / "console.ipynb"), base
         else:
-            args = [sys.executable, "-m", "jupyter", "lab", "--no-browser", "--ServerApp.ip=127.0.0.1",
-                    f"--ServerApp.port={port}", "--ServerApp.port_retries=0", f"--IdentityProvider.token={token}",
-                    f"--ServerApp.root_dir={root}", "--ServerApp.allow_root=True", "--LabApp.news_url=None",
-                    "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate"]
-            page_url, probe = f"{base}lab/tree/console.ipynb?token={token}", base + "api"
-        with _server(args, env, root, tmp_path / f"{request.param}.log", probe):
+            args, page_url = jupyter_args("lab", port, token, root), f"{base}lab/tree/console.ipynb?token={token}"
+        with running_server(args, env, root, tmp_path / f"{request.param}.log", base + "api"):
             yield Served(request.param, page_url, sb, ids)
 
 
@@ -179,41 +127,60 @@ def _wait_text(page: Any, box: Any, text: str, timeout: int = 60_000) -> None:
 def test_filter_select_cancel_confirm_in_chromium(served: Served) -> None:
     ARTIFACTS.mkdir(exist_ok=True)
     sb, old = served.sandbox, served.ids["old"]
-    with playwright_sync.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=FLAGS)
-        try:
-            page = browser.new_page(viewport={"width": 1280, "height": 1100})
-            page.goto(served.url, timeout=90_000)
-            box = _console(page, served)
-            assert [r for r in sb.requests if r["method"] == "DELETE"] == []
+    with chromium_page(1280, 1100) as page:
+        page.goto(served.url, timeout=90_000)
+        box = _console(page, served)
+        assert [r for r in sb.requests if r["method"] == "DELETE"] == []
 
-            _button(box, "Refresh all").click()  # GETs only: now the status and the age are known
-            _wait_text(page, box, "Look-up done:")
-            assert {r["method"] for r in sb.requests} == {"GET"} and len(sb.requests) == 200
+        _button(box, "Refresh all").click()  # GETs only: now the status and the age are known
+        _wait_text(page, box, "Look-up done:")
+        assert {r["method"] for r in sb.requests} == {"GET"} and len(sb.requests) == 200
 
-            box.locator(".widget-checkbox", has_text="RUNNING").locator("input").check()
-            box.locator(".widget-text", has_text="Older than").locator("input").fill("1h")
-            _button(box, "Select all matching").click()
-            _wait_text(page, box, "60 of 200 selected")
-            page.screenshot(path=str(ARTIFACTS / f"console-{served.name}-selected.png"))
+        box.locator(".widget-checkbox", has_text="RUNNING").locator("input").check()
+        box.locator(".widget-text", has_text="Older than").locator("input").fill("1h")
+        _button(box, "Select all matching").click()
+        _wait_text(page, box, "60 of 200 selected")
+        page.screenshot(path=str(ARTIFACTS / f"console-{served.name}-selected.png"))
 
-            _button(box, "Cancel selected").click()
-            _wait_text(page, box, "Cancel 60 selected batches (RUNNING 60)")
-            # The plan is shown by the click's own handler, which starts nothing: nothing was sent.
-            assert [r for r in sb.requests if r["method"] == "DELETE"] == []
-            page.screenshot(path=str(ARTIFACTS / f"console-{served.name}-plan.png"))
-            _button(box, "Confirm").click()
-            _wait_text(page, box, "Cancel done: cancelled 60")
-            # The grid's first page (the old RUNNING rows come first) now reads STOPPED / cancelled.
-            page.wait_for_function("el => [...el.querySelectorAll('.itables_anywidget tbody tr')].slice(0, 10)"
-                                   ".every(tr => tr.innerText.includes('STOPPED') && tr.innerText.includes('cancelled'))",
-                                   arg=box.element_handle(), timeout=120_000)
-            _wait_text(page, box, "0 of 200 selected")
-            page.screenshot(path=str(ARTIFACTS / f"console-{served.name}-after-cancel.png"))
-        finally:
-            browser.close()
+        _button(box, "Cancel selected").click()
+        _wait_text(page, box, "Cancel 60 selected batches (RUNNING 60)")
+        # The plan is shown by the click's own handler, which starts nothing: nothing was sent.
+        assert [r for r in sb.requests if r["method"] == "DELETE"] == []
+        page.screenshot(path=str(ARTIFACTS / f"console-{served.name}-plan.png"))
+        _button(box, "Confirm").click()
+        _wait_text(page, box, "Cancel done: cancelled 60")
+        # The grid's first page (the old RUNNING rows come first) now reads STOPPED / cancelled.
+        page.wait_for_function("el => [...el.querySelectorAll('.itables_anywidget tbody tr')].slice(0, 10)"
+                               ".every(tr => tr.innerText.includes('STOPPED') && tr.innerText.includes('cancelled'))",
+                               arg=box.element_handle(), timeout=120_000)
+        _wait_text(page, box, "0 of 200 selected")
+        page.screenshot(path=str(ARTIFACTS / f"console-{served.name}-after-cancel.png"))
+        ticked = _tick_in_grid(page, box, "fresh load", 2)
+        _wait_text(page, box, "2 of 200 selected")  # the grid's ticks reached Python, after its redraws
+        _button(box, "Cancel selected").click()
+        _wait_text(page, box, "Cancel 2 selected batches (RUNNING 2)")
+        _button(box, "Confirm").click()
+        _wait_text(page, box, "Cancel done: cancelled 2")
+        page.screenshot(path=str(ARTIFACTS / f"console-{served.name}-ticked-cancel.png"))
+    assert set(ticked) <= set(served.ids["young"])
     deletes = [r["batch_id"] for r in sb.requests if r["method"] == "DELETE"]
-    assert sorted(deletes) == sorted(old)  # exactly one DELETE per selected ID, none for the others
-    assert all(sb.batch(b)["cancelled"] for b in old)  # type: ignore[index]
-    others = served.ids["young"] + served.ids["queued"] + served.ids["stopped"]
+    assert sorted(deletes) == sorted(old + ticked)  # exactly one DELETE per selected ID, none for the others
+    assert all(sb.batch(b)["cancelled"] for b in old + ticked)  # type: ignore[index]
+    others = [b for b in served.ids["young"] if b not in ticked] + served.ids["queued"] + served.ids["stopped"]
     assert not any(sb.batch(b)["cancelled"] for b in others)  # type: ignore[index]
+
+
+def _tick_in_grid(page: Any, box: Any, search: str, n: int) -> list[str]:
+    """Narrow the grid with its own search box, click the first `n` rows as a user ticks them;
+    returns their batch IDs as the grid shows them."""
+    box.locator(".itables_anywidget input[type=search]").first.fill(search)
+    rows = box.locator(".itables_anywidget tbody tr")
+    page.wait_for_function("([el, t]) => { const rs = [...el.querySelectorAll('.itables_anywidget tbody tr')];"
+                           " return rs.length > 0 && rs.every(tr => tr.innerText.includes(t)); }",
+                           arg=[box.element_handle(), search], timeout=120_000)
+    ticked = []
+    for i in range(n):
+        row = rows.nth(i)
+        ticked.append(row.locator("td").first.inner_text().strip())
+        row.locator("td").nth(1).click()
+    return ticked

@@ -11,14 +11,9 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import json
-import os
 import re
 import secrets
 import shutil
-import signal
-import socket
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -31,11 +26,11 @@ import requests
 
 from smtoolkit.sandbox import Sandbox
 from tests.browser.chromium import ARTIFACTS, CHROMIUM, chromium_page
+from tests.browser.servers import START_TIMEOUT, free_port, jupyter_args, jupyter_home, running_server
 from tests.helpers import wait_for
 
 ROOT = Path(__file__).parents[2]
 NOTEBOOK = ROOT / "notebooks" / "cleanup.ipynb"
-START_TIMEOUT = 90  # s: a cold JupyterLab on a busy 2-core machine can take 20-40 s
 RUN_TIMEOUT = 180_000  # ms for Run All (the cancel run alone is ~4 s at 20 requests/s)
 GUARD_MS = 120_000  # ms: a hang guard for one step, never the expected time (the suite runs on a loaded machine)
 
@@ -57,12 +52,6 @@ class App:
 
 APPS = [App("jupyterlab", "lab", "jupyterlab", "/lab/tree/cleanup.ipynb"),
         App("notebook7", "notebook", "notebook", "/notebooks/cleanup.ipynb")]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass
@@ -102,57 +91,20 @@ def session(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Session]
     home.mkdir()
     root.mkdir()
     shutil.copy(NOTEBOOK, root / "cleanup.ipynb")
-    # No "get Jupyter news?" toast over the page: that plugin is off, as a user may turn it off.
-    labconfig = home / "config" / "labconfig"
-    labconfig.mkdir(parents=True)
-    (labconfig / "page_config.json").write_text(
-        '{"disabledExtensions": {"@jupyterlab/apputils-extension:announcements": true}}')
     with Sandbox(seed=42) as sandbox:
         ids_csv = home / "stuck_batches.csv"
         ids, rows = _seed(sandbox, ids_csv)
-        token = secrets.token_hex(24)
-        port = _free_port()
-        env = {k: v for k, v in os.environ.items()
-               if not k.startswith(("SUPERMETRICS_", "SMTK_", "JUPYTER", "MPLBACKEND"))}
-        env.update(HOME=str(home), JUPYTER_PLATFORM_DIRS="1", JUPYTER_CONFIG_DIR=str(home / "config"),
-                   SUPERMETRICS_API_KEY=sandbox.api_key, SUPERMETRICS_BASE_URL=sandbox.base_url,
-                   SMTK_IDS_CSV=str(ids_csv))
-        log_path = tmp_path / f"{app.name}-server.log"
-        log = open(log_path, "w")
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "jupyter", app.module, "--no-browser", "--ServerApp.ip=127.0.0.1",
-             f"--ServerApp.port={port}", "--ServerApp.port_retries=0", f"--IdentityProvider.token={token}",
-             f"--ServerApp.root_dir={root}", "--ServerApp.allow_root=True", "--LabApp.news_url=None",
-             "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate"],
-            cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        s = Session(app, f"http://127.0.0.1:{port}/", token, sandbox, ids, rows, root, log_path)
-        try:
-            def answers() -> bool:
-                if proc.poll() is not None:
-                    pytest.fail(f"{app.name} exited with {proc.returncode}" + s.log_tail())
-                try:
-                    return requests.get(s.url + "api", timeout=2).status_code == 200
-                except requests.RequestException:
-                    return False
+        token, port = secrets.token_hex(24), free_port()
+        env = jupyter_home(home, SUPERMETRICS_API_KEY=sandbox.api_key, SUPERMETRICS_BASE_URL=sandbox.base_url,
+                           SMTK_IDS_CSV=str(ids_csv))
+        s = Session(app, f"http://127.0.0.1:{port}/", token, sandbox, ids, rows, root, tmp_path / f"{app.name}-server.log")
 
-            wait_for(answers, f"{app.name} to start", START_TIMEOUT, detail=s.log_tail)
+        def shutdown() -> None:  # shuts the kernel down too
+            requests.post(s.url + "api/shutdown", headers={"Authorization": f"token {token}"}, timeout=5)
+
+        with running_server(jupyter_args(app.module, port, token, root), env, root, s.log_path, s.url + "api",
+                            ok=lambda status: status == 200, shutdown=shutdown):
             yield s
-        finally:
-            try:  # shuts the kernel down too
-                requests.post(s.url + "api/shutdown", headers={"Authorization": f"token {token}"}, timeout=5)
-                proc.wait(15)
-            except (requests.RequestException, subprocess.TimeoutExpired):
-                pass
-            if proc.poll() is None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGTERM)
-                try:
-                    proc.wait(10)
-                except subprocess.TimeoutExpired:
-                    with contextlib.suppress(ProcessLookupError):
-                        os.killpg(proc.pid, signal.SIGKILL)
-                    proc.wait(10)
-            log.close()
 
 
 def _bars(page: Any) -> list[dict[str, Any]]:

@@ -5,9 +5,6 @@ sandbox), headless Chromium drives it as a user would, and the sandbox's request
 from __future__ import annotations
 
 import os
-import socket
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,7 +12,7 @@ import pytest
 import requests
 
 from tests.browser.chromium import ARTIFACTS, CHROMIUM, chromium_page
-from tests.helpers import wait_for
+from tests.browser.servers import free_port, running_server, voila_args
 
 ROOT = Path(__file__).parents[2]
 
@@ -26,12 +23,6 @@ if CHROMIUM is None:
                 allow_module_level=True)
 playwright_sync = pytest.importorskip("playwright.sync_api", reason="pip install -e '.[browser]'")
 pytest.importorskip("voila", reason="pip install -e '.[browser]'")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class Page:
@@ -57,34 +48,15 @@ class Page:
 def voila_page(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Page]:
     home = tmp_path_factory.mktemp("home")
     ids_file = home / "sandbox-ids.txt"
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "HOME": str(home), "SMTK_PANEL_IDS_OUT": str(ids_file), "SMTK_PANEL_SEED": "11",
            "JUPYTER_PLATFORM_DIRS": "1"}
     env.pop("SUPERMETRICS_API_KEY", None)
     env.pop("SUPERMETRICS_BASE_URL", None)
-    log = open(home / "voila.log", "w")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "voila", "--no-browser", f"--port={port}", "--Voila.ip=127.0.0.1",
-         str(ROOT / "notebooks" / "panel.ipynb")],
-        cwd=home, env=env, stdout=log, stderr=subprocess.STDOUT)
-    try:
-        url = f"http://127.0.0.1:{port}/"
-
-        def answers() -> bool:
-            try:
-                return requests.get(url + "api", timeout=2).status_code < 500
-            except requests.RequestException:
-                return False
-
-        wait_for(answers, "voila to start", detail=lambda: ":\n" + (home / "voila.log").read_text()[-3000:])
+    url = f"http://127.0.0.1:{port}/"
+    with running_server(voila_args(port, ROOT / "notebooks" / "panel.ipynb"), env, home, home / "voila.log",
+                        url + "api"):
         yield Page(url, ids_file)
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
 
 
 def test_panel_in_chromium(voila_page: Page, tmp_path: Path) -> None:
