@@ -11,6 +11,7 @@ Which rows a selection takes is decided in `core/select.py` alone.
 from __future__ import annotations
 
 import html
+import os
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -20,13 +21,14 @@ from typing import Any
 import ipywidgets as widgets
 import pandas as pd
 
-from ..api import budget_plan, cancel_batches
+from ..api import _check_every, _check_wait, budget_plan, cancel_batches
 from ..client import Client
 from ..core.ids import plan as plan_ids
-from ..core.outcomes import Result
+from ..core.outcomes import FINAL, Result
 from ..core.select import Row, cancel_plan, criteria, matching, still_to_retry, unknown_ids
 from ..errors import ConfigError, InputError
 from ..frames import export_csv, extract
+from ..journal import read as read_journal
 from .console_view import ConsoleView, grid_frame
 
 #: Fewest seconds between two redraws of the grid while requests run; a redraw that took long
@@ -57,18 +59,27 @@ class CancelConsole:
     list, or a previous report); its columns named like the frame's (status_code, description,
     schedule_time, ...) are taken as what is known so far. Invalid and duplicate input rows are
     listed in `rejected` and never become rows, so they cannot be selected. `journal` is used by
-    every cancel: rows already final there are not sent again. Nothing is sent before
-    `refresh()` (GETs only) or `cancel()` (DELETEs for exactly the selected rows).
+    every cancel: rows already final there are not sent again, and the console shows them as the
+    journal tells from the start (read without taking its lock). `wait_for_budget` (seconds, in
+    total) lets a refresh or cancel wait for the hourly budget instead of halting at the reserve,
+    looking at most once per `budget_check_every` seconds, as in `cancel_batches`. Nothing is sent before `refresh()` (GETs only) or `cancel()`
+    (DELETEs for exactly the selected rows).
     """
 
     def __init__(self, batches: Any, column: str = "batch_id", client: Client | None = None, *,
-                 journal: str | None = None, **client_kwargs: Any) -> None:
+                 journal: str | os.PathLike[str] | None = None, wait_for_budget: float | None = None,
+                 budget_check_every: float = 60.0, **client_kwargs: Any) -> None:
         if client is not None and client_kwargs:
             raise ConfigError("pass either client=... or client settings, not both")
+        self._wait_for_budget = _check_wait(wait_for_budget, "wait_for_budget")
+        self._budget_check_every = _check_every(budget_check_every)
         self._client = client if client is not None else Client(**client_kwargs)
         self._journal = journal
         self._frame, self.rejected = _initial_frame(batches, column)
         self._pos = {b: i for i, b in enumerate(self._frame["batch_id"].tolist())}
+        if journal is not None:  # what an earlier run settled is known before anything is sent
+            _, earlier = read_journal(journal, self._client.base_url)
+            _apply_results(self._frame, self._pos, [r for r in earlier.values() if r.outcome in FINAL])
         self._selected: list[int] = []
         self.report: pd.DataFrame | None = None
         self._last_lookup: pd.DataFrame | None = None
@@ -170,7 +181,7 @@ class CancelConsole:
             chosen = [rows[i] for i in self._selected]
         b = self._client.budget
         return cancel_plan(chosen, remaining=b.remaining, limit=b.limit, kept=b.kept, max_rps=self._client.max_rps,
-                           over_budget=budget_plan(self._client, len(chosen)))
+                           over_budget=budget_plan(self._client, len(chosen), self._wait_for_budget))
 
     # -- actions from Python (they block until done) ----------------------------------------------
     def refresh(self, ids: Sequence[str] | None = None) -> pd.DataFrame:
@@ -237,7 +248,7 @@ class CancelConsole:
         """Refresh buttons: look up all rows (asking once more when beyond the budget) or the selected."""
         with self._acting:
             ids = tuple(self.selected) if only_selected else tuple(self._pos)
-            over = budget_plan(self._client, len(ids))
+            over = budget_plan(self._client, len(ids), self._wait_for_budget)
             if over is not None and not only_selected and not self._refresh_armed:
                 self._refresh_armed = True
                 self.view.say("warn", f"Looking up every row: {html.escape(over)}. Click <b>Refresh all</b> again "
@@ -306,14 +317,16 @@ class CancelConsole:
 
     def _run_refresh(self, ids: tuple[str, ...], stop: threading.Event) -> None:
         report = cancel_batches(list(ids), client=self._client, dry_run=True, progress=False,
-                                on_result=self._collect, stop=stop)
+                                wait_for_budget=self._wait_for_budget,
+                                budget_check_every=self._budget_check_every, on_result=self._collect, stop=stop)
         self._last_lookup = report
         self._apply_report(report, cancel=False)
         self.view.say(*_summary("Look-up", report))
 
     def _run_cancel(self, ids: tuple[str, ...], stop: threading.Event) -> None:
         report = cancel_batches(list(ids), client=self._client, progress=False, journal=self._journal,
-                                on_result=self._collect, stop=stop)
+                                wait_for_budget=self._wait_for_budget,
+                                budget_check_every=self._budget_check_every, on_result=self._collect, stop=stop)
         self.report = report
         self._apply_report(report, cancel=True)
         self.view.say(*_summary("Cancel", report))

@@ -11,7 +11,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from smtoolkit import CancelConsole, Client, InputError
+import smtoolkit as sm
+from smtoolkit import CancelConsole, Client, InputError, JournalError
 from smtoolkit.sandbox import Sandbox
 from tests.helpers import deleted_ids, fast_client
 
@@ -251,3 +252,47 @@ def test_refresh_beyond_the_budget_asks_first(sandbox: Sandbox) -> None:
         con.view.refresh_selected.click()
         con.wait()
         assert len(sandbox.requests) == sent + 3 and set(methods(sandbox)) == {"GET"}
+
+
+def test_a_console_on_a_journal_shows_what_it_settled_before_sending(sandbox: Sandbox, client: Client,
+                                                                     tmp_path: Path) -> None:
+    ids = sandbox.create_batches(6)
+    journal = tmp_path / "cleanup.jsonl"
+    sm.cancel_batches(ids[:4], client=client, journal=journal, progress=False)
+    sent = len(sandbox.requests)
+    con = CancelConsole(ids, client=client, journal=journal)
+    assert len(sandbox.requests) == sent  # built from the journal alone
+    frame = con.frame.set_index("batch_id")
+    assert list(frame.loc[ids[:4], "outcome"]) == ["cancelled"] * 4
+    assert list(frame.loc[ids[:4], "status_code"]) == ["STOPPED"] * 4
+    assert frame.loc[ids[4:], "outcome"].isna().all()
+    assert con.select(all=True) == ids[4:]  # what the journal says is over is not offered again
+
+
+def test_a_console_on_another_apis_journal_is_refused_before_sending(sandbox: Sandbox, client: Client,
+                                                                      tmp_path: Path) -> None:
+    journal = tmp_path / "other.jsonl"
+    journal.write_text('{"format": "smtoolkit-journal", "version": 1, "base_url": "https://elsewhere.example"}\n')
+    with pytest.raises(JournalError, match="elsewhere"):
+        CancelConsole(sandbox.create_batches(2), client=client, journal=journal)
+    assert sandbox.requests == []
+
+
+def test_a_console_cancel_waits_for_the_budget_when_told() -> None:
+    limit, kept = 20, 5
+    with Sandbox(hourly_limit=limit, budget_window=2.0, per_second=50, seed=3) as sb:
+        ids = sb.create_batches(2 * (limit - kept))
+        with Client(api_key=sb.api_key, base_url=sb.base_url, reserve=kept) as c:
+            waiting = CancelConsole(ids, client=c, wait_for_budget=60, budget_check_every=0.5)
+            waiting.select(all=True)
+            report = waiting.cancel()
+        assert set(report["outcome"]) == {"cancelled"} and report.attrs["halted"] is None
+        assert report.attrs["budget_waits"] >= 1 and all(sb.batch(b)["cancelled"] for b in ids)  # type: ignore[index]
+    with Sandbox(hourly_limit=limit, budget_window=120.0, per_second=50, seed=3) as sb:
+        ids = sb.create_batches(limit)
+        with Client(api_key=sb.api_key, base_url=sb.base_url, reserve=kept) as c:
+            halting = CancelConsole(ids, client=c)
+            halting.select(all=True)
+            report = halting.cancel()
+        assert report.attrs["halted"] and "skipped" in set(report["outcome"])
+        assert halting.selected == list(report.loc[report.outcome == "skipped", "batch_id"])
