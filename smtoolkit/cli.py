@@ -135,7 +135,7 @@ def _emit(report: pd.DataFrame, args: argparse.Namespace, show: Callable[[], Non
     except BrokenPipeError:
         _drop_stdout()  # the reader went away (`| head`): not an error of ours
     if report.attrs.get("halted") == "error" or report.attrs.get("error"):
-        print(f"smtoolkit: the run stopped on an error: {report.attrs.get('error')}", file=sys.stderr)
+        print(f"smtoolkit: the run halted on an error: {report.attrs.get('error')}", file=sys.stderr)
     return code
 
 
@@ -366,7 +366,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="smtoolkit", description="Cancel Supermetrics query batches in bulk.",
         epilog="The API key is read only from $SUPERMETRICS_API_KEY. Exit codes: 0 all fine, 1 some rows "
-               "failed or were skipped (or the run stopped on an error, or --out could not be written), "
+               "failed or were skipped (or the run halted on an error, or --out could not be written), "
                "2 usage error, 3 authentication/configuration error (or the API could not be reached: the run "
                "stopped), 4 unexpected error (a bug), 130 interrupted.")
     parser.add_argument("--version", action="version", version=f"smtoolkit {__version__}")

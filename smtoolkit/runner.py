@@ -63,19 +63,19 @@ class Halt(str, Enum):
 # {cause}: the error, or for UNREACHABLE the last connection failure; {check}: what to check).
 _HALTS: dict[Halt, tuple[str, str, str]] = {
     Halt.AUTH: (oc.SKIPPED_AUTH_FAILED, "not sent: an earlier request was refused as unauthorized/forbidden",
-                "stopped after an unauthorized/forbidden answer: {n} row(s) not sent "
+                "halted after an unauthorized/forbidden answer: {n} row(s) not sent "
                 "(skipped/SKIPPED_AUTH_FAILED). Check the API key, then run again."),
     Halt.RESERVE: (oc.BUDGET_RESERVE, "not sent: the hourly budget reached the reserve kept for production",
-                   "stopped at the budget reserve: {n} row(s) not sent (skipped/BUDGET_RESERVE). "
+                   "halted at the budget reserve: {n} row(s) not sent (skipped/BUDGET_RESERVE). "
                    "Run the skipped rows again after the hourly window resets, or lower reserve=."),
     Halt.UNREACHABLE: (oc.SKIPPED_UNREACHABLE, "not sent: the API could not be reached ({cause})",
-                       "stopped: the API could not be reached ({cause}). {n} row(s) not sent "
+                       "halted: the API could not be reached ({cause}). {n} row(s) not sent "
                        "(skipped/SKIPPED_UNREACHABLE); the rows that tried could not connect "
                        "(network_error/CONNECT_FAILED: not sent either). {check} Then run again."),
     Halt.INTERRUPT: (oc.INTERRUPTED, "not sent: the run was interrupted",
                      "interrupted: {n} row(s) not sent (skipped/INTERRUPTED); the report holds every answer received."),
-    Halt.ERROR: (RUN_ERROR, "not sent: the run stopped on an error ({cause})",
-                 "stopped on an error: {cause}. {n} row(s) not sent (skipped/{code}); "
+    Halt.ERROR: (RUN_ERROR, "not sent: the run halted on an error ({cause})",
+                 "halted on an error: {cause}. {n} row(s) not sent (skipped/{code}); "
                  "the report holds every answer received."),
 }
 

@@ -83,7 +83,7 @@ def test_a_wait_limit_shorter_than_the_refill_skips_the_rest(mode: str) -> None:
     looks = [r for r in log if r["method"] == "GET"]
     assert len(looks) == a["budget_looks"] <= 2 and len(log) == a["requests_sent"]
     print(f"\nwaited {a['budget_waited_s']:.2f} s of a 1.2 s limit; the run took {took:.2f} s")
-    assert any("stopped at the budget reserve" in m for m in messages)
+    assert any("halted at the budget reserve" in m for m in messages)
 
 
 def test_an_interrupt_ends_the_wait_at_once() -> None:

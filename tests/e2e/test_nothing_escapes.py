@@ -89,7 +89,7 @@ def test_a_progress_bar_that_raises_ends_the_run_with_a_full_report(
     ids = sandbox.create_batches(120)
     journal = tmp_path / "j.jsonl"
     try:
-        with pytest.warns(UserWarning, match="stopped on an error: RuntimeError: the progress bar failed to draw"):
+        with pytest.warns(UserWarning, match="halted on an error: RuntimeError: the progress bar failed to draw"):
             report = sm.cancel_batches(ids, client=client, workers=4, progress=True, journal=journal)
         drawn = terminal.getvalue()
     finally:

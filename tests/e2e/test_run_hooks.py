@@ -41,7 +41,7 @@ def test_a_hook_that_raises_halts_the_run(sandbox: Sandbox, client: Client) -> N
         calls += 1
         raise RuntimeError("the drawing failed")
 
-    with pytest.warns(UserWarning, match="stopped on an error: RuntimeError: the drawing failed"):
+    with pytest.warns(UserWarning, match="halted on an error: RuntimeError: the drawing failed"):
         report = cancel_batches(ids, client=client, workers=1, progress=False, on_result=hook)
     assert calls == 1
     assert report.attrs["stopped"] == "error"

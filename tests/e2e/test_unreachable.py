@@ -219,7 +219,7 @@ def test_the_cli_exits_3_naming_what_to_check(tmp_path: Path) -> None:
     assert p.returncode == 3, p.stderr
     assert "Traceback" not in p.stderr and KEY not in p.stdout + p.stderr
     assert "could not be reached" in p.stderr and f"127.0.0.1:{port} refused the connection" in p.stderr
-    assert "Check the base URL" in p.stderr and "run stopped on an error" not in p.stderr
+    assert "Check the base URL" in p.stderr and "run halted on an error" not in p.stderr
     from io import StringIO
     report = pd.read_csv(StringIO(p.stdout))
     assert len(report) == len(IDS)

@@ -298,7 +298,7 @@ def test_an_exception_in_one_row_stops_every_worker_and_the_report_is_returned(s
     c = _Exploding(**conn(sandbox), max_rps=40)
     with c:
         c.bomb = ids[2]
-        with pytest.warns(UserWarning, match="stopped on an error: RuntimeError: boom"):
+        with pytest.warns(UserWarning, match="halted on an error: RuntimeError: boom"):
             report = sm.cancel_batches(ids, client=c, workers=4, progress=False)
         nothing_more_sent(sandbox, requests_seen(sandbox))
         c.defused = True
