@@ -22,7 +22,7 @@ from urllib.parse import urlsplit
 import requests
 
 from ._version import __version__
-from .config import DEFAULT_BASE_URL, api_key_from, check_base_url, check_setting, is_loopback
+from .config import DEFAULT_BASE_URL, api_key_from, check_base_url, check_setting, is_loopback, origin_of
 from .core.answers import Answer, parse_answer, query_counts_in
 from .core.bounds import MAX_BACKOFF, MAX_ROW_DEADLINE, MAX_RPS, MAX_TIMEOUT, MIN_RPS
 from .core.ids import check_id, path_segment
@@ -114,7 +114,8 @@ class Client:
         if reserve is not None:
             check_setting("reserve", reserve, "a whole number >= 0 (or None)", lambda v: v >= 0, whole=True)
         self.policy = RetryPolicy(int(max_retries), float(backoff_base), float(backoff_cap), float(row_deadline))
-        self.limiter = Limiter(float(max_rps), reserve, clock=clock or time.monotonic, sleep=sleep)
+        self.limiter = Limiter(float(max_rps), reserve, clock=clock or time.monotonic, sleep=sleep,
+                               origin=origin_of(self.base_url))
         self.timeout = float(timeout)
         self.max_rps = float(max_rps)
         self._auth = _BearerAuth(key)

@@ -89,6 +89,13 @@ def _valid_host(host: str) -> bool:
     return len(host) <= 253 and all(_LABEL.fullmatch(label) for label in labels)
 
 
+def origin_of(url: str) -> str:
+    """scheme://host:port of a URL, lowercased, with the scheme's default port filled in."""
+    parts = urlsplit(url)
+    port = parts.port or {"https": 443, "http": 80}.get(parts.scheme.lower(), 0)
+    return f"{parts.scheme.lower()}://{(parts.hostname or '').lower()}:{port}"
+
+
 def check_base_url(url: object) -> str:
     """Validate a base URL: https anywhere, plain http only to loopback, no credentials."""
     if not isinstance(url, str) or not url.strip():

@@ -20,7 +20,7 @@ from types import TracebackType
 from typing import Any
 
 from .core.bounds import MAX_ONE_SLEEP
-from .core.pacing import Budget, Pacer
+from .core.pacing import Budget, Neighbours, Pacer
 from .core.reasons import Reason
 from .core.retry import RetryBudget
 
@@ -67,13 +67,39 @@ class RunContext:
         return self.halt.is_set()
 
 
+class _Shared:
+    """`Neighbours` behind their own lock (taken after a limiter's lock, never before)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.starts = Neighbours()
+
+
+_NEIGHBOURHOODS: dict[tuple[str, Clock], _Shared] = {}
+_NEIGHBOURHOODS_LOCK = threading.Lock()
+
+
+def neighbours(origin: str, clock: Clock) -> _Shared:
+    """The starts every limiter of this process on `clock` shares for the API at `origin`."""
+    with _NEIGHBOURHOODS_LOCK:
+        now = clock()
+        for key in [k for k, v in _NEIGHBOURHOODS.items() if k[1] is clock and k[0] != origin]:
+            with _NEIGHBOURHOODS[key].lock:
+                if _NEIGHBOURHOODS[key].starts.idle(now):
+                    del _NEIGHBOURHOODS[key]
+        return _NEIGHBOURHOODS.setdefault((origin, clock), _Shared())
+
+
 class Limiter:
-    """Pacing, budgets and counters for one client; thread-safe."""
+    """Pacing, budgets and counters for one client; thread-safe. With `origin` (the API's
+    scheme, host and port), its pace is also kept together with every other limiter of this
+    process on the same origin and clock: the server's per-second window is theirs too."""
 
     def __init__(self, max_rps: float, reserve: int | None, *, clock: Clock = time.monotonic,
-                 sleep: Sleep | None = None) -> None:
+                 sleep: Sleep | None = None, origin: str | None = None) -> None:
         self.max_rps = float(max_rps)
         self.pacer = Pacer(self.max_rps)
+        self._shared = neighbours(origin, clock) if origin is not None else _Shared()
         self.budget = Budget(reserve=reserve)
         self.retry_budget = RetryBudget()
         self.clock = clock
@@ -109,18 +135,20 @@ class Limiter:
         while True:
             if stop is not None and stop.is_set():
                 raise Refused(Reason.HALTED)
-            with self._lock:
+            with self._lock, self._shared.lock:
                 now = self.clock()
                 if now > deadline:
                     raise Refused(Reason.DEADLINE)
                 if not look and not self.budget.allows(self._in_flight):
                     raise Refused(Reason.RESERVE)
-                start = self.pacer.earliest(now)
+                count = self.pacer.window_count
+                start = max(self.pacer.earliest(now), self._shared.starts.earliest(now, count))
                 if not self._answered and self._in_flight:
                     # Until the first answer shows the budget (or a bad key), one at a time.
                     start = max(start, now + 0.005)
                 elif start <= now:
                     self.pacer.start(now)
+                    self._shared.starts.started(now, count)
                     self._in_flight += 1
                     self.requests_sent += 1
                     if tally is not None:

@@ -10,10 +10,15 @@ import os
 from collections.abc import Iterator
 
 import pytest
+from hypothesis import settings
 
 from smtoolkit import Client
 from smtoolkit.sandbox import Sandbox
 from tests.helpers import Api, fast_client
+
+# No per-example deadline: it is a wall-clock bound, and the suite runs on loaded machines.
+settings.register_profile("smtoolkit", deadline=None)
+settings.load_profile("smtoolkit")
 
 
 @pytest.fixture(autouse=True)

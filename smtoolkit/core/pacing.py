@@ -69,6 +69,11 @@ class Pacer:
         self._recent: deque[float] = deque()
         self.throttles = 0
 
+    @property
+    def window_count(self) -> int:
+        """Starts allowed in any sliding one-second window."""
+        return self._per_window
+
     def rate(self, now: float) -> float:
         """Current requests per second."""
         if self._calm_since is None:
@@ -150,6 +155,43 @@ class Pacer:
         self._target = max(self._base, min(self._top, target))
         self._calm_since = max(now, self.pause_until)  # recovery counts from the end of the pause
         return True
+
+
+class Neighbours:
+    """The recent starts of every client of this process to one API host.
+
+    The per-second limit is per licence and IP, not per client: a client made right after
+    another one (each `cancel_batches(...)` without `client=` makes its own) or running beside
+    it shares the server's window with it. A start waits until fewer than `count` starts (the
+    highest count of any client that started lately) lie in the last SPAN seconds, so the
+    clients of a process together keep the pace one of them keeps alone.
+    """
+
+    SPAN = 1.0 / SAFETY - SQUEEZE  # as a single client's guard at a whole max_rps
+    KEEP = 2.0  # seconds a start is remembered (longer than any span)
+
+    def __init__(self) -> None:
+        self._starts: deque[tuple[float, int]] = deque()
+
+    def earliest(self, now: float, count: int) -> float:
+        """The earliest time a client allowed `count` starts a second may start (never before `now`)."""
+        self._forget(now)
+        n = max([count, *(c for _, c in self._starts)])
+        if len(self._starts) < n:
+            return now
+        return max(now, self._starts[-n][0] + self.SPAN)
+
+    def started(self, now: float, count: int) -> None:
+        self._starts.append((now, count))
+
+    def idle(self, now: float) -> bool:
+        """Nothing started lately: forgetting these neighbours loses nothing."""
+        self._forget(now)
+        return not self._starts
+
+    def _forget(self, now: float) -> None:
+        while self._starts and self._starts[0][0] <= now - self.KEEP:
+            self._starts.popleft()
 
 
 @dataclass

@@ -32,7 +32,8 @@ from ..journal import read as read_journal
 from .console_view import ConsoleView, grid_frame
 
 #: Fewest seconds between two redraws of the grid while requests run; a redraw that took long
-#: pushes the next one back (at most a fifth of the run's thread goes to drawing).
+#: pushes the next one back (the drawing thread is busy at most a fifth of the time). Redraws
+#: happen on their own thread: the run's thread only hands each result over.
 DRAW_EVERY = 0.5
 DRAW_SHARE = 0.2
 
@@ -90,8 +91,8 @@ class CancelConsole:
         self._stop: threading.Event | None = None
         self._armed: tuple[str, ...] | None = None
         self._refresh_armed = False
-        self._next_draw = 0.0
         self._done_count = 0
+        self._new_results = threading.Event()
         self.view = ConsoleView(self)
         self.view.draw_grid(grid_frame(self._frame), [])
         self.view.show_rejected(self.rejected)
@@ -299,7 +300,7 @@ class CancelConsole:
             if not ids:
                 raise InputError("nothing selected: nothing was sent" if action == "cancel" else "no rows to look up")
             self._stop = threading.Event()
-            self._pending, self._done_count, self._next_draw = [], 0, 0.0
+            self._pending, self._done_count = [], 0
             self.view.running(True, f"{'Cancelling' if action == 'cancel' else 'Looking up'} {len(ids):,}…", len(ids))
             work = self._run_cancel if action == "cancel" else self._run_refresh
             self._thread = threading.Thread(target=self._guarded, args=(work, ids, self._stop),
@@ -308,12 +309,33 @@ class CancelConsole:
 
     def _guarded(self, work: Callable[[tuple[str, ...], threading.Event], None], ids: tuple[str, ...],
                  stop: threading.Event) -> None:
+        ended = threading.Event()
+        drawer = threading.Thread(target=self._drawing, args=(ended,), name="smtoolkit-console-draw", daemon=True)
+        drawer.start()
         try:
             work(ids, stop)
         except Exception as exc:  # noqa: BLE001 - shown in the console, never lost
             self.view.say("bad", f"Unexpected error: {html.escape(type(exc).__name__)}: {html.escape(str(exc))}")
         finally:
+            ended.set()
+            self._new_results.set()
+            drawer.join()
             self.view.running(False)
+
+    def _drawing(self, ended: threading.Event) -> None:
+        """The drawing thread of one run: redraws the grid as results arrive, at most every
+        DRAW_EVERY seconds and at most a DRAW_SHARE of the time; the run's end draws the rest."""
+        while True:
+            self._new_results.wait()
+            if ended.is_set():
+                return
+            began = time.monotonic()
+            self._new_results.clear()
+            try:
+                self._draw()
+            except Exception:  # noqa: BLE001 - a failed redraw must not end the run; its report draws again
+                return
+            ended.wait(max(DRAW_EVERY, (time.monotonic() - began) / DRAW_SHARE))
 
     def _run_refresh(self, ids: tuple[str, ...], stop: threading.Event) -> None:
         report = cancel_batches(list(ids), client=self._client, dry_run=True, progress=False,
@@ -332,14 +354,11 @@ class CancelConsole:
         self.view.say(*_summary("Cancel", report))
 
     def _collect(self, r: Result) -> None:
-        """Each result as it arrives (the run's thread): kept, and drawn in batches."""
+        """Each result as it arrives (on the run's thread): kept for the drawing thread."""
         with self._lock:
             self._pending.append(r)
             self._done_count += 1
-        now = time.monotonic()
-        if now >= self._next_draw:
-            self._draw()
-            self._next_draw = now + max(DRAW_EVERY, (time.monotonic() - now) / DRAW_SHARE)
+        self._new_results.set()
 
     def _draw(self) -> None:
         # Under the lock: a tick in the grid waits for the redraw instead of being drawn over.

@@ -4,6 +4,7 @@ scripted server for sequences the sandbox cannot produce)."""
 from __future__ import annotations
 
 import email.utils
+import threading
 import time
 import warnings
 
@@ -435,3 +436,26 @@ def test_key_is_never_in_reprs_reports_or_errors(sandbox: Sandbox, client: Clien
     assert key not in repr(client) and key not in str(client.__dict__.get("_auth"))
     assert key not in report.to_csv() and key not in repr(report.attrs) and key not in path.read_text()
     assert key not in repr(sandbox) and key not in repr(sandbox.requests)
+
+
+@pytest.mark.sandbox(per_second=25)
+def test_two_clients_side_by_side_keep_one_pace(sandbox: Sandbox) -> None:
+    """Two runs at once, each with its own client at 20/s, against a server allowing 25/s: the
+    server's window is shared (per licence and IP), so together they keep to 20/s and see no 429."""
+    ids = {"a": sandbox.create_batches(60), "b": sandbox.create_batches(60)}
+    reports: dict[str, pd.DataFrame] = {}
+    go = threading.Barrier(2)
+
+    def run(name: str) -> None:
+        go.wait()
+        reports[name] = sm.cancel_batches(ids[name], api_key=sandbox.api_key, base_url=sandbox.base_url,
+                                          progress=False)
+
+    threads = [threading.Thread(target=run, args=(n,)) for n in ids]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert all(set(reports[n]["outcome"]) == {"cancelled"} for n in ids)
+    assert [r for r in sandbox.requests if r["status"] == 429] == []
+    assert sum(reports[n].attrs["requests_sent"] for n in ids) == len(sandbox.requests) == 120

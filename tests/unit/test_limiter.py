@@ -75,3 +75,34 @@ def test_late_wake_ups_do_not_slow_every_later_request() -> None:
     assert starts[-1] - starts[0] <= 1.03 * ideal
     assert max_in_window(starts) <= 50
     assert all(b > a for a, b in zip(starts, starts[1:], strict=False))
+
+
+def test_clients_of_one_api_keep_one_pace_together() -> None:
+    """The server's per-second window is per licence and IP: a client made right after another
+    (or beside it) on the same API waits for the window the first one filled."""
+    clock = FakeClock(0.0)
+    first = Limiter(20.0, None, clock=clock.now, sleep=clock.sleep, origin="https://api.example:443")
+    starts = []
+    for _ in range(20):
+        starts.append(first.acquire(None, 1e9))
+        first.answered(starts[-1], None, None)
+    second = Limiter(20.0, None, clock=clock.now, sleep=clock.sleep, origin="https://api.example:443")
+    t = second.acquire(None, 1e9)
+    assert t >= starts[0] + 1.0  # not a 21st start inside the first one's second
+    elsewhere = Limiter(20.0, None, clock=clock.now, sleep=clock.sleep, origin="https://other.example:443")
+    assert elsewhere.acquire(None, 1e9) == clock.now()  # another API's window is not shared
+
+
+def test_side_by_side_clients_stay_within_one_limit_and_neither_starves() -> None:
+    clock = FakeClock(0.0)
+    fast = Limiter(20.0, None, clock=clock.now, sleep=clock.sleep, origin="https://side.example:443")
+    slow = Limiter(5.0, None, clock=clock.now, sleep=clock.sleep, origin="https://side.example:443")
+    starts: dict[str, list[float]] = {"fast": [], "slow": []}
+    for _ in range(30):  # interleaved, as two threads would ask
+        for name, gate in (("fast", fast), ("fast", fast), ("fast", fast), ("slow", slow)):
+            starts[name].append(gate.acquire(None, 1e9))
+            gate.answered(starts[name][-1], None, None)
+    both = sorted(starts["fast"] + starts["slow"])
+    assert max_in_window(both, 1.0) <= 20  # together within the limit a second
+    assert max_in_window(starts["slow"], 1.0) <= 5  # and the slow one within its own
+    assert len(starts["slow"]) == 30 and both[-1] - both[0] < 10  # and no one starved
