@@ -235,6 +235,15 @@ def with_batch_fields(report: pd.DataFrame, records: Sequence[Mapping[str, Any]]
     return report
 
 
+def with_seen_fields(report: pd.DataFrame, lookups: Sequence[Result | None]) -> pd.DataFrame:
+    """`report` plus what a choosing run's look-up saw of each row's batch: `status_seen`
+    (before any cancel), `schedule_time` and `description` (missing where nothing was read)."""
+    report["status_seen"] = _typed([r.status_code if r is not None and r.batch is not None else None
+                                    for r in lookups], "string", report.index)
+    return with_batch_fields(report, [(r.batch or {}) if r is not None else {} for r in lookups],
+                             ("schedule_time", "description"))
+
+
 def with_query_counts(report: pd.DataFrame, counts: Sequence[Mapping[str, int] | None]) -> pd.DataFrame:
     """`report` plus the per-query counts (queued/running/success/failure) as Int64 columns."""
     for key in ("queued", "running", "success", "failure"):

@@ -18,9 +18,9 @@ from smtoolkit.core.select import (
     matching,
     parse_age,
     parse_statuses,
-    still_to_retry,
     unknown_ids,
 )
+from smtoolkit.core.outcomes import Outcome, could_retry
 from smtoolkit.errors import InputError
 
 NOW = datetime(2026, 12, 8, 12, 0, tzinfo=UTC)
@@ -169,9 +169,12 @@ def test_all_never_takes_a_final_row(rows: list[Row]) -> None:
 
 
 def test_what_stays_selected_after_a_cancel() -> None:
-    assert [o for o in ("cancelled", "already_stopped", "not_found") if still_to_retry(o)] == []
-    for o in ("stopping", "server_error", "network_error", "rate_limited", "skipped", "unauthorized", None):
-        assert still_to_retry(o)
+    finished = ("cancelled", "already_stopped", "not_found", "left_alone", "invalid_id", "duplicate")
+    assert [o for o in finished if could_retry(o)] == []
+    for o in ("stopping", "server_error", "network_error", "rate_limited", "skipped", "unauthorized",
+              "forbidden", "client_error", "would_cancel", Outcome.SKIPPED):
+        assert could_retry(o)
+    assert not could_retry(None) and not could_retry("nonsense")
 
 
 # -- the plan line ----------------------------------------------------------------------------
