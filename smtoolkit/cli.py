@@ -10,7 +10,7 @@ import argparse
 import re
 import sys
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ._version import __version__
 from .runner import MAX_WORKERS
@@ -241,7 +241,7 @@ def _cancel(args: argparse.Namespace) -> int:
     return _emit(report, args)
 
 
-def _choosing(args: argparse.Namespace) -> dict[str, object]:
+def _choosing(args: argparse.Namespace) -> dict[str, Any]:
     """The filters of `cancel` (--only-status, --older-than, --description) as the keywords of
     `cancel_batches`, checked by the core's own `criteria` now: a misspelt status, an
     unreadable age or regex is refused (exit 2) before anything is read or sent."""

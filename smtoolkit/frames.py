@@ -447,14 +447,14 @@ def read_report(path: str | os.PathLike[str]) -> pd.DataFrame:
 def _parsed(col: pd.Series, dtype: str) -> pd.Series:
     """A report column read back as text, in its report dtype (unreadable values: missing)."""
     if dtype.startswith("datetime64"):
-        return pd.to_datetime(col, utc=True, errors="coerce", format="ISO8601").astype(dtype)
+        return pd.to_datetime(col, utc=True, errors="coerce", format="ISO8601").astype(dtype)  # type: ignore[call-overload]
     if dtype in ("Int64", "int64", "float64"):
         numbers = pd.to_numeric(col, errors="coerce")
         if dtype == "float64":
-            return numbers.astype(dtype)
+            return numbers.astype(dtype)  # type: ignore[call-overload]
         whole = numbers.where(numbers.notna() & (numbers == numbers.round()))
-        return whole.astype("Int64") if dtype == "Int64" else whole.fillna(0).astype(dtype)
-    return col.astype(dtype)
+        return whole.astype("Int64") if dtype == "Int64" else whole.fillna(0).astype("int64")  # type: ignore[call-overload]
+    return col.astype(dtype)  # type: ignore[call-overload]
 
 
 def _unquoted(value: str) -> str:

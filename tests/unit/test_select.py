@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from smtoolkit.core.outcomes import Outcome, Result, could_retry
 from smtoolkit.core.select import (
     STATUSES,
     Criteria,
@@ -23,7 +24,6 @@ from smtoolkit.core.select import (
     selection_plan,
     unknown_ids,
 )
-from smtoolkit.core.outcomes import Outcome, Result, could_retry
 from smtoolkit.errors import InputError
 
 NOW = datetime(2026, 12, 8, 12, 0, tzinfo=UTC)
