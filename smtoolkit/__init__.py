@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from .api import budget_plan, cancel_batch, cancel_batches, get_batches
     from .client import Client
     from .core.outcomes import FINAL, Outcome, Result
-    from .frames import export_csv, summarize
+    from .frames import export_csv, read_report, summarize, to_retry
     from .ui.console import CancelConsole
     from .ui.panel import CancelPanel
 
@@ -40,7 +40,9 @@ __all__ = [
     "cancel_batches",
     "export_csv",
     "get_batches",
+    "read_report",
     "summarize",
+    "to_retry",
 ]
 
 # Where each lazily imported public name lives.
@@ -56,7 +58,9 @@ _LAZY = {
     "cancel_batches": ".api",
     "export_csv": ".frames",
     "get_batches": ".api",
+    "read_report": ".frames",
     "summarize": ".frames",
+    "to_retry": ".frames",
 }
 
 # A library does not configure logging; this only keeps Python's last-resort handler from

@@ -23,13 +23,14 @@ from . import frames
 from .client import Client
 from .core.bounds import MAX_CHECK_EVERY, MAX_WAIT, seconds_text, within
 from .core.ids import plan
-from .core.outcomes import Result
+from .core.outcomes import NOT_CONFIRMED, Result
 from .core.pacing import budget_plan as pacing_plan
+from .core.select import CancelPlan, Criteria, choose, criteria, held_back, selection_plan, with_lookup
 from .errors import ConfigError, InputError, JournalError
 from .journal import Journal
 from .limiter import BudgetWait, RunContext
 from .progress import Progress
-from .runner import MAX_WORKERS, CancelAndWait, Operation, RunResult, describe_error, run
+from .runner import MAX_WORKERS, CancelAndWait, Halt, Operation, RunResult, describe_error, run
 
 log = logging.getLogger("smtoolkit")
 T = TypeVar("T")
@@ -112,6 +113,8 @@ def cancel_batches(
     budget_check_every: float = 60.0,
     on_result: Callable[[Result], None] | None = None,
     stop: threading.Event | None = None,
+    only_status: Any = None, older_than: Any = None, description: Any = None,
+    on_plan: Callable[[CancelPlan], bool | None] | None = None,
     **client_kwargs: Any,
 ) -> pd.DataFrame:
     """Cancel every batch in `batches` and return a report with one row per input row.
@@ -138,7 +141,12 @@ def cancel_batches(
     after the journal has it; if it raises, the run halts as for any failing sink. Setting
     `stop` (a `threading.Event`) halts the run as Ctrl-C does: nothing new is sent, rows not
     sent are `skipped`/INTERRUPTED, and the report is returned.
+
+    `only_status`, `older_than`, `description` (any combination) look every batch up first
+    and cancel only those meeting every criterion; the rest are `left_alone`. `on_plan(plan)`
+    sees the plan before any DELETE; False cancels nothing. See "Choosing" in the README.
     """
+    selection = _selection(only_status, older_than, description)
     workers = _check_workers(workers)
     wait = _check_wait(wait)
     wait_for_budget = _check_wait(wait_for_budget, "wait_for_budget")
@@ -155,14 +163,18 @@ def cancel_batches(
             job = _CancelRun(c, todo, dry_run=bool(dry_run), progress=bool(progress), wait=wait,
                              wait_for_budget=wait_for_budget, every=every,
                              warned=_budget_warning(c, len(todo), wait_for_budget))
+            job.choose(selection, jr, workers=workers, stop_on_auth_error=stop_on_auth_error,
+                       on_result=on_result, stop=stop, on_plan=on_plan)
             outcome, saved = job.run(jr, workers=workers, stop_on_auth_error=stop_on_auth_error,
                                      on_result=on_result, stop=stop)
-        results = {**outcome.results, **done}
+        results = {**outcome.results, **job.decided, **done}
         attrs = {"started_at": started.isoformat(), "finished_at": datetime.now(UTC).isoformat(),
                  **job.facts(workers), **_halt_facts(outcome, saved), "resumed_from_journal": len(done),
                  "wait_for_budget": wait_for_budget, **job.budget_facts(),
-                 "journal": str(jr.path) if jr is not None else None}
+                 "journal": str(jr.path) if jr is not None else None, **job.selection_facts()}
     report = _despite_interrupts(lambda: frames.build_report(frame, values, p, results, attrs))
+    if selection is not None:  # what each look-up saw: status_seen, schedule_time, description
+        report = frames.with_seen_fields(report, [job.lookups.get(b) if b else None for b in p.ids])
     _despite_interrupts(lambda: _announce(outcome, report, saved))
     return report
 
@@ -170,19 +182,28 @@ def cancel_batches(
 class _CancelRun:
     """The moving parts of one `cancel_batches` run: its context (halt signal, tally, budget
     wait), the operation (cancel and poll, or look up for a dry run), the progress bar, the
-    sinks, and the facts it reports."""
+    sinks, and the facts it reports. A run that chooses (`choose`) looks every ID up first, in
+    the same tally and budget wait, and then cancels only the chosen ones."""
 
     def __init__(self, c: Client, todo: list[str], *, dry_run: bool, progress: bool, wait: float | None,
                  wait_for_budget: float | None, every: float, warned: bool) -> None:
         self.c, self.todo, self.dry_run, self.wait_for_budget = c, todo, dry_run, wait_for_budget
+        self.progress = progress
         self.budget_wait = BudgetWait(c.limiter, wait_for_budget, every) if wait_for_budget else None
         self.context = RunContext(budget_wait=self.budget_wait)
         self.poller = CancelAndWait(c, wait)
-        self.bar = Progress(len(todo), enabled=progress, desc="dry run" if dry_run else "cancelling",
-                            facts=lambda: {**c.pacing(), "polls": self.poller.polls},
-                            waiting=self.budget_wait.status if self.budget_wait is not None else None)
         self.warned = warned
         self.handled = 0
+        self.decided: dict[str, Result] = {}  # rows the look-ups settled (a choosing run): never sent a DELETE
+        self.lookups: dict[str, Result] = {}
+        self.plan: CancelPlan | None = None
+        self.early: RunResult | None = None  # the choosing halted or was declined: no cancel run
+        self.confirmed: bool | None = None  # a choosing run's answer to its plan
+
+    def _bar(self, total: int, desc: str) -> Progress:
+        return Progress(total, enabled=self.progress, desc=desc,
+                        facts=lambda: {**self.c.pacing(), "polls": self.poller.polls},
+                        waiting=self.budget_wait.status if self.budget_wait is not None else None)
 
     def _plan_check(self, r: Result) -> None:
         """A sink: once the budget is known, say (once) when it cannot cover the rest of the run."""
@@ -193,21 +214,75 @@ class _CancelRun:
     def _lookup(self, batch_id: str, context: RunContext) -> Result:
         return self.c.lookup(batch_id, context=context)
 
+    def _cancel(self, batch_id: str, context: RunContext) -> Result:
+        lookup = self.lookups.get(batch_id)
+        result = self.poller(batch_id, context)
+        return with_lookup(result, lookup) if lookup is not None else result
+
+    def choose(self, selection: Criteria | None, jr: Journal | None, *, workers: int, stop_on_auth_error: bool,
+               on_result: Callable[[Result], None] | None, stop: threading.Event | None,
+               on_plan: Callable[[CancelPlan], bool | None] | None) -> None:
+        """Look every ID up, decide with `core.select.choose`, show the plan (`on_plan`), and
+        leave in `todo` only the IDs to cancel. Rows settled here are journaled (and given to
+        `on_result`) only when the cancel goes ahead: a halted or declined choosing, or a dry
+        run, records nothing. Without `selection`, nothing to do."""
+        if selection is None:
+            return
+        ids, bar = self.todo, self._bar(len(self.todo), "looking up")
+        halting = _Halting(stop, bar.tick)
+        looked = run(ids, self._lookup, workers=workers, on_result=[bar.update, halting.check],
+                     stop_on_auth_error=stop_on_auth_error, on_idle=halting.idle,
+                     context=RunContext(tally=self.context.tally, budget_wait=self.budget_wait))
+        _despite_interrupts(lambda: _quietly(lambda: bar.close(looked.halt.value if looked.halt else None)))
+        self.lookups, self.todo = looked.results, []
+        choice = choose(ids, looked.results, selection, datetime.now(UTC),
+                        looked.skip_label() if looked.halt else None)
+        self.decided = dict(choice.decided)
+        if looked.halt is not None:
+            self.early = looked
+            return
+        b = self.c.budget
+        text = selection_plan(choice, remaining=b.remaining, limit=b.limit, kept=b.kept, max_rps=self.c.max_rps,
+                              over_budget=budget_plan(self.c, len(choice.to_cancel), self.wait_for_budget))
+        self.plan = CancelPlan(text, len(choice.to_cancel), len(ids))
+        go, self.early = _ask(on_plan, self.plan)
+        if self.dry_run:
+            self.early = None  # nothing is sent whatever the answer
+            self.decided.update((i, looked.results[i]) for i in choice.to_cancel)
+            return
+        if self.early is None and choice.to_cancel and go is False:
+            self.confirmed = False
+            self.decided.update((i, held_back(looked.results[i], NOT_CONFIRMED, "not sent: the plan was not "
+                                              "confirmed")) for i in choice.to_cancel)
+            self.early = RunResult({})
+            return
+        if self.early is None:
+            self.confirmed = True
+            self.early = _record(self.decided.values(), jr, on_result, stop)
+        if self.early is not None:
+            code, message = self.early.skip_label()
+            self.decided.update((i, held_back(looked.results[i], code, message)) for i in choice.to_cancel)
+        else:
+            self.todo = list(choice.to_cancel)
+
     def run(self, jr: Journal | None, *, workers: int, stop_on_auth_error: bool,
             on_result: Callable[[Result], None] | None = None,
             stop: threading.Event | None = None) -> tuple[RunResult, str | None]:
         """Run it; returns the run's result and, when the journal could not be saved, why."""
-        sinks: list[Callable[[Result], None]] = [self._plan_check, self.bar.update]
+        if self.early is not None:  # the choosing halted, or was declined: nothing to cancel
+            return self.early, _despite_interrupts(lambda: _closing(jr))
+        bar = self._bar(len(self.todo), "dry run" if self.dry_run else "cancelling")
+        sinks: list[Callable[[Result], None]] = [self._plan_check, bar.update]
         if jr is not None and jr.write:
             sinks.insert(0, jr.append)
-        halting = _Halting(stop, self.bar.tick)
+        halting = _Halting(stop, bar.tick)
         sinks += [on_result, halting.check] if on_result is not None else [halting.check]
-        operation: Operation = self._lookup if self.dry_run else self.poller
+        operation: Operation = self._lookup if self.dry_run else self._cancel
         outcome = run(self.todo, operation, workers=workers, on_result=sinks, stop_on_auth_error=stop_on_auth_error,
                       on_idle=halting.idle, context=self.context)
         # From here on requests have been sent: nothing may cost the caller the report.
         halted = outcome.halt.value if outcome.halt else None
-        _despite_interrupts(lambda: _quietly(lambda: self.bar.close(halted)))
+        _despite_interrupts(lambda: _quietly(lambda: bar.close(halted)))
         saved = _despite_interrupts(lambda: _closing(jr))
         if isinstance(outcome.error, JournalError):
             saved = None  # the same failure, already the reason the run ended
@@ -226,6 +301,51 @@ class _CancelRun:
         if self.budget_wait is None:
             return {"budget_waits": 0, "budget_waited_s": 0.0, "budget_looks": 0}
         return self.budget_wait.facts()
+
+    def selection_facts(self) -> dict[str, Any]:
+        """A choosing run's facts: its plan's text, the look-ups sent, and whether it went ahead."""
+        if not self.lookups:
+            return {}
+        return {"plan": self.plan.text if self.plan is not None else None,
+                "lookups": sum(r.attempts for r in self.lookups.values()), "confirmed": self.confirmed}
+
+
+def _ask(on_plan: Callable[[CancelPlan], bool | None] | None, plan: CancelPlan) -> tuple[bool | None, RunResult | None]:
+    """The caller's answer to the plan; a Ctrl-C or an error in `on_plan` halts the run there
+    (nothing cancelled, the report returned: look-ups were already sent)."""
+    if on_plan is None:
+        return True, None
+    try:
+        return on_plan(plan), None
+    except KeyboardInterrupt:
+        return False, RunResult({}, Halt.INTERRUPT)
+    except Exception as exc:  # noqa: BLE001 - as a failing sink: it halts, the report stays
+        return False, RunResult({}, Halt.ERROR, exc)
+
+
+def _selection(only_status: Any, older_than: Any, description: Any) -> Criteria | None:
+    """The criteria of a choosing run (None: cancel every ID); InputError naming a bad one."""
+    if only_status is None and older_than is None and description is None:
+        return None
+    return criteria(status=only_status, older_than=older_than, description=description)
+
+
+def _record(decided: Any, jr: Journal | None, on_result: Callable[[Result], None] | None,
+            stop: threading.Event | None) -> RunResult | None:
+    """Give the rows a confirmed plan settled to the journal and `on_result`, before any DELETE;
+    a failure (or Ctrl-C, or `stop`) halts the run there: the RunResult that says so."""
+    sinks = [s for s in ((jr.append if jr is not None and jr.write else None), on_result) if s is not None]
+    try:
+        for r in decided:
+            if stop is not None and stop.is_set():
+                raise KeyboardInterrupt
+            for sink in sinks:
+                sink(r)
+    except KeyboardInterrupt:
+        return RunResult({}, Halt.INTERRUPT)
+    except Exception as exc:  # noqa: BLE001 - as a failing sink in a run: it halts, the report stays
+        return RunResult({}, Halt.ERROR, exc)
+    return None
 
 
 class _Halting:

@@ -10,7 +10,7 @@ import argparse
 import re
 import sys
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ._version import __version__
 from .runner import MAX_WORKERS
@@ -206,17 +206,24 @@ def _cancel(args: argparse.Namespace) -> int:
     from .api import cancel_batches
     from .core.ids import plan
 
-    ids = _read_ids(args)
+    choosing = _choosing(args)  # checked before anything is read or sent
+    ids = _retry_input(args) if args.retry else _read_ids(args)
+    if ids is None:
+        return EXIT_OK  # --retry with --dry-run only lists, or nothing to retry
     _check_out(args.out)
     if not args.dry_run:
         _check_out(args.journal, "--journal")
     client = _client(args)
     p = plan(ids[args.column].tolist())
     skipped = len(ids) - len(p.unique)
-    what = "look up" if args.dry_run else "cancel"
+    what = "look up" if args.dry_run or choosing else "cancel"
     print(f"{what}: {len(p.unique)} batch(es) at {client.base_url}"
+          + (" (then cancel only those that match)" if choosing and not args.dry_run else "")
           + (f" ({skipped} invalid or duplicate row(s) will not be sent)" if skipped else ""), file=sys.stderr)
-    if not args.dry_run and not args.yes and p.unique:
+    asker = _PlanAsker(args)
+    if choosing and asker.asks:
+        asker.check_terminal()  # before the look-ups: a refusal sends nothing
+    elif not choosing and not args.dry_run and not args.yes and p.unique:
         if not _confirm(f"Cancel {len(p.unique)} batch(es)? Proceed? [y/N]", args.file == "-"):
             print("Nothing was cancelled.", file=sys.stderr)
             return EXIT_OK
@@ -224,8 +231,97 @@ def _cancel(args: argparse.Namespace) -> int:
         report = cancel_batches(ids, column=args.column, client=client, workers=args.workers,
                                 dry_run=args.dry_run, progress=not args.no_progress, wait=args.wait,
                                 journal=args.journal, wait_for_budget=args.wait_for_budget,
-                                budget_check_every=args.budget_check_every)
+                                budget_check_every=args.budget_check_every, **choosing,
+                                on_plan=asker if choosing else None)
+    if asker.refused is not None:
+        raise asker.refused
+    if report.attrs.get("confirmed") is False:
+        print("Nothing was cancelled.", file=sys.stderr)
+        return EXIT_OK
     return _emit(report, args)
+
+
+def _choosing(args: argparse.Namespace) -> dict[str, Any]:
+    """The filters of `cancel` (--only-status, --older-than, --description) as the keywords of
+    `cancel_batches`, checked by the core's own `criteria` now: a misspelt status, an
+    unreadable age or regex is refused (exit 2) before anything is read or sent."""
+    from .core.select import criteria, description_regex
+
+    if args.retry and (args.ids or args.file is not None):
+        raise UsageError("--retry takes its rows from the report: give no IDs and no -f/--file with it")
+    given = {"only_status": [s for s in args.only_status.split(",") if s.strip()] if args.only_status is not None
+             else None,
+             "older_than": args.older_than,
+             "description": description_regex(args.description) if args.description is not None else None}
+    chosen = {k: v for k, v in given.items() if v is not None}
+    if chosen and args.retry:
+        raise UsageError("--retry cancels exactly the rows its report says a retry could change: "
+                         "drop --only-status/--older-than/--description")
+    if args.only_status is not None and not chosen.get("only_status"):
+        raise UsageError(f"--only-status {args.only_status!r} names no status: give QUEUED, RUNNING and/or STOPPED")
+    if chosen:
+        criteria(status=chosen.get("only_status"), older_than=chosen.get("older_than"),
+                 description=chosen.get("description"))
+    return chosen
+
+
+def _retry_input(args: argparse.Namespace) -> pd.DataFrame | None:
+    """The rows of the --retry report a retry could change, as the input of a cancel; with
+    --dry-run they are only listed (None: nothing more to do)."""
+    from .frames import read_report, retry_input, to_retry
+
+    if args.column != "batch_id":
+        raise UsageError("--retry reads the report's own batch_id column: drop --column")
+    report = read_report(args.retry)
+    rows = to_retry(report)
+    counts = rows["outcome"].value_counts()
+    why = ", ".join(f"{k} {v:,}" for k, v in counts.items())
+    print(f"retry: {len(rows):,} of {len(report):,} row(s) in {args.retry} could change"
+          + (f" ({why})" if why else ""), file=sys.stderr)
+    if args.dry_run:
+        _emit(rows.reset_index(drop=True), args, show=lambda: _print_retry(rows, args))
+        return None
+    if rows.empty:
+        print("Nothing to retry: every row of the report is settled.", file=sys.stderr)
+        return None
+    return retry_input(rows)
+
+
+def _print_retry(rows: pd.DataFrame, args: argparse.Namespace) -> None:
+    if args.output == "table":
+        cols = ["batch_id", "outcome", "error_code", "error_message"]
+        print(_for_people(rows[cols]).to_string(index=False) if len(rows) else "(no rows to retry)")
+    else:
+        _print_results(rows.reset_index(drop=True), args)
+
+
+class _PlanAsker:
+    """`on_plan` for a cancel that chooses: print the plan on stderr, then ask on the terminal
+    (unless --yes or --dry-run, or nothing is chosen). A terminal that cannot be found is kept
+    in `refused` and raised after the run (nothing was cancelled)."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.asks = not args.yes and not args.dry_run
+        self.stdin_used = args.file == "-"
+        self.refused: UsageError | None = None
+
+    def check_terminal(self) -> None:
+        if not (sys.stdin is not None and sys.stdin.isatty() and not self.stdin_used):
+            try:
+                with open(_console(), encoding="utf-8"):
+                    pass
+            except OSError:
+                raise UsageError("no terminal to confirm on: pass --yes to cancel without asking") from None
+
+    def __call__(self, plan: object) -> bool:
+        print(str(plan), file=sys.stderr, flush=True)
+        if not self.asks or not getattr(plan, "to_cancel", 0):
+            return True
+        try:
+            return _confirm(f"Cancel {getattr(plan, 'to_cancel', 0)} batch(es)? Proceed? [y/N]", self.stdin_used)
+        except UsageError as exc:
+            self.refused = exc
+            return False
 
 
 def _status(args: argparse.Namespace) -> int:
@@ -427,6 +523,21 @@ def _add_cancel(sub: _Subparsers) -> None:
     p.add_argument("-y", "--yes", action="store_true", help="do not ask for confirmation")
     p.add_argument("--ignore-not-found", action="store_true",
                    help="batches that do not exist (not_found) count as fine for the exit code")
+    choose = p.add_argument_group(
+        "choosing by what each batch is",
+        "With any of these, every batch is looked up first (GET, paced), the plan is printed on stderr "
+        "(matches by status, rows left alone, the requests, the budget, an estimate) and confirmed, then only "
+        "the matches are cancelled; the others are reported left_alone with the status seen. A bad value is "
+        "refused (exit 2) before anything is sent.")
+    choose.add_argument("--only-status", metavar="STATUSES", default=None,
+                        help="only batches in these statuses, comma-separated: QUEUED,RUNNING,STOPPED")
+    choose.add_argument("--older-than", metavar="AGE", default=None,
+                        help="only batches scheduled more than AGE ago (seconds, or 90m, 2h, 1h30m, 1d)")
+    choose.add_argument("--description", metavar="REGEX", default=None,
+                        help="only batches whose description matches this regular expression (case-insensitive)")
+    p.add_argument("--retry", metavar="REPORT", default=None,
+                   help="cancel exactly the rows of an earlier report (plain or --excel CSV) whose outcome a "
+                        "retry could change; with --dry-run, only list them")
     p.set_defaults(func=_cancel)
 
 

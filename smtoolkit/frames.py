@@ -3,6 +3,7 @@ summary, and CSV export. No network here."""
 
 from __future__ import annotations
 
+import io
 import os
 import secrets
 import stat
@@ -19,7 +20,7 @@ import pandas as pd
 from .core import settle
 from .core.answers import compact_json
 from .core.ids import Plan
-from .core.outcomes import REPORT_COLUMNS, Outcome, Result, parse_time
+from .core.outcomes import REPORT_COLUMNS, Outcome, Result, could_retry, parse_time
 from .errors import InputError
 
 DTYPES: dict[str, str] = {
@@ -235,6 +236,15 @@ def with_batch_fields(report: pd.DataFrame, records: Sequence[Mapping[str, Any]]
     return report
 
 
+def with_seen_fields(report: pd.DataFrame, lookups: Sequence[Result | None]) -> pd.DataFrame:
+    """`report` plus what a choosing run's look-up saw of each row's batch: `status_seen`
+    (before any cancel), `schedule_time` and `description` (missing where nothing was read)."""
+    report["status_seen"] = _typed([r.status_code if r is not None and r.batch is not None else None
+                                    for r in lookups], "string", report.index)
+    return with_batch_fields(report, [(r.batch or {}) if r is not None else {} for r in lookups],
+                             ("schedule_time", "description"))
+
+
 def with_query_counts(report: pd.DataFrame, counts: Sequence[Mapping[str, int] | None]) -> pd.DataFrame:
     """`report` plus the per-query counts (queued/running/success/failure) as Int64 columns."""
     for key in ("queued", "running", "success", "failure"):
@@ -373,6 +383,83 @@ def _formulas_quoted(col: pd.Series) -> pd.Series:
     col = col.copy()
     col.iloc[hits] = ["'" + text[i] for i in hits]
     return col
+
+
+#: Columns a run adds beside REPORT_COLUMNS (a choosing run's look-ups, query counts, the
+#: reason): a retry does not carry them over from the report it retries.
+ADDED_COLUMNS = ("status_seen", "schedule_time", "description", "queued", "running", "success", "failure",
+                 "reason")
+
+
+def to_retry(report: pd.DataFrame) -> pd.DataFrame:
+    """The rows of a report whose outcome a retry could change (`core.outcomes.RETRY`: still
+    stopping, would_cancel, a failure, skipped, a key refused), in report order. Not: final
+    rows, rows left alone, invalid IDs, duplicates (their first row stands for them)."""
+    if not isinstance(report, pd.DataFrame) or not {"batch_id", "outcome"} <= set(report.columns):
+        raise InputError("to_retry() takes a report returned by cancel_batches or read_report "
+                         "(it needs 'batch_id' and 'outcome' columns)")
+    keep = [could_retry(o) for o in report["outcome"].tolist()]
+    return report[keep]
+
+
+def retry_input(rows: pd.DataFrame) -> pd.DataFrame:
+    """The input of a retry of these report rows: their batch_id and the caller's own columns,
+    without the columns the earlier run added."""
+    ours = set(REPORT_COLUMNS[1:]) | set(ADDED_COLUMNS)
+    return rows[[c for c in rows.columns if c not in ours]].reset_index(drop=True)
+
+
+def read_report(path: str | os.PathLike[str]) -> pd.DataFrame:
+    """A report written by `export_csv` (or the CLI's `--out`), plain or `excel=True`, any of
+    its separators, read back with the report's dtypes (cells quoted against formulas are
+    restored). InputError naming the file when it cannot be read or is not one of our reports
+    (a report column missing, an outcome smtoolkit does not know)."""
+    if not isinstance(path, (str, os.PathLike)) or not str(path).strip():
+        raise InputError("path must be a report file such as 'report.csv'")
+    shown = str(path)
+    try:
+        text = Path(path).expanduser().read_bytes().decode("utf-8-sig")
+    except OSError as exc:
+        raise InputError(f"cannot read {shown!r}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise InputError(f"{shown!r} is not a report written by smtoolkit: it is not UTF-8 text") from None
+    header = text.split("\n", 1)[0]
+    sep = max(SEPARATORS, key=header.count)
+    try:
+        raw = pd.read_csv(io.StringIO(text), sep=sep, dtype=str, keep_default_na=False)
+    except (ValueError, pd.errors.ParserError) as exc:
+        raise InputError(f"{shown!r} is not a report written by smtoolkit: {exc}") from None
+    raw.columns = [_unquoted(str(c)) for c in raw.columns]
+    missing = [c for c in REPORT_COLUMNS if c not in raw.columns]
+    if missing:
+        raise InputError(f"{shown!r} is not a report written by smtoolkit: it has no {', '.join(map(repr, missing[:3]))}"
+                         f"{' ...' if len(missing) > 3 else ''} column (a report has {', '.join(REPORT_COLUMNS)})")
+    report = raw.map(lambda v: None if v == "" else _unquoted(v))  # type: ignore[operator]
+    unknown = sorted(set(report["outcome"].dropna()) - set(OUTCOME_ORDER))
+    if unknown or report["outcome"].isna().any():
+        what = repr(unknown[0]) if unknown else "an empty outcome"
+        raise InputError(f"{shown!r} is not a report written by smtoolkit: {what} is no outcome smtoolkit writes")
+    for name, dtype in DTYPES.items():
+        report[name] = _parsed(report[name], dtype)
+    return report
+
+
+def _parsed(col: pd.Series, dtype: str) -> pd.Series:
+    """A report column read back as text, in its report dtype (unreadable values: missing)."""
+    if dtype.startswith("datetime64"):
+        return pd.to_datetime(col, utc=True, errors="coerce", format="ISO8601").astype(dtype)  # type: ignore[call-overload]
+    if dtype in ("Int64", "int64", "float64"):
+        numbers = pd.to_numeric(col, errors="coerce")
+        if dtype == "float64":
+            return numbers.astype(dtype)  # type: ignore[call-overload]
+        whole = numbers.where(numbers.notna() & (numbers == numbers.round()))
+        return whole.astype("Int64") if dtype == "Int64" else whole.fillna(0).astype("int64")  # type: ignore[call-overload]
+    return col.astype(dtype)  # type: ignore[call-overload]
+
+
+def _unquoted(value: str) -> str:
+    """A cell as it was before `_safe_cell` quoted it against formulas."""
+    return value[1:] if value[:1] == "'" and value[1:2] and value[1:].startswith(_FORMULA_START) else value
 
 
 def _safe_cell(value: Any) -> Any:

@@ -28,7 +28,7 @@ from typing import IO, Any, TypeVar
 
 from filelock import FileLock, Timeout
 
-from .core.outcomes import FINAL, REPORT_COLUMNS, Outcome, Result, parse_time, restored
+from .core.outcomes import REPORT_COLUMNS, SETTLED, Outcome, Result, parse_time, restored
 from .errors import InputError, JournalError
 
 FORMAT = "smtoolkit-journal"
@@ -194,8 +194,9 @@ class Journal:
         self._fh: IO[str] | None = None
 
     def done(self) -> Mapping[str, Result]:
-        """Results already final (cancelled, already_stopped, not_found): not to be sent again.
-        A read-only view: a million of them are not copied."""
+        """Results already settled (cancelled, already_stopped, not_found, and left_alone: the
+        rows a confirmed plan chose not to cancel): not to be sent again. A read-only view: a
+        million of them are not copied."""
         return MappingProxyType(self._final)
 
     def __enter__(self) -> Journal:
@@ -291,8 +292,8 @@ class Journal:
 
 
 def _keep_final(results: dict[str, Result]) -> None:
-    """Drop the results that are not final, in place (no second dict of a million entries)."""
-    final = tuple(FINAL)  # `in` a tuple tests identity first; an Enum's hash is Python code
+    """Drop the results that are not settled, in place (no second dict of a million entries)."""
+    final = tuple(SETTLED)  # `in` a tuple tests identity first; an Enum's hash is Python code
     for batch_id in [k for k, r in results.items() if r.outcome not in final]:
         del results[batch_id]
 

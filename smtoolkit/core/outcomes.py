@@ -32,6 +32,7 @@ class Outcome(str, Enum):
     DUPLICATE = "duplicate"  # same ID earlier in the input, sent once
     SKIPPED = "skipped"  # not attempted: the run stopped
     WOULD_CANCEL = "would_cancel"  # dry run: the batch is QUEUED/RUNNING
+    LEFT_ALONE = "left_alone"  # looked up, and not chosen by the run's criteria (only_status=, ...)
 
     def __str__(self) -> str:
         return self.value
@@ -39,9 +40,24 @@ class Outcome(str, Enum):
 
 #: Outcomes after which nothing more needs doing for a batch (a resumed run skips them).
 FINAL = frozenset({Outcome.CANCELLED, Outcome.ALREADY_STOPPED, Outcome.NOT_FOUND})
+#: Outcomes a journal settles: a run resumed from it sends nothing more for these rows (the
+#: final ones, and the rows a confirmed plan left alone: a resume must not cancel them).
+SETTLED = FINAL | {Outcome.LEFT_ALONE}
 #: Outcomes that count as success for exit codes and summaries.
 FINE = frozenset({Outcome.CANCELLED, Outcome.ALREADY_STOPPED, Outcome.NOT_FOUND,
-                  Outcome.DUPLICATE, Outcome.WOULD_CANCEL})
+                  Outcome.DUPLICATE, Outcome.WOULD_CANCEL, Outcome.LEFT_ALONE})
+#: Outcomes a retry could change (`to_retry`, the console's selection after a cancel): the batch
+#: may still be running (stopping, would_cancel), or no final answer came (failures, skipped,
+#: a key refused). Not: final rows, rows left alone on purpose, invalid IDs, duplicates.
+RETRY = frozenset({Outcome.STOPPING, Outcome.WOULD_CANCEL, Outcome.UNAUTHORIZED, Outcome.FORBIDDEN,
+                   Outcome.RATE_LIMITED, Outcome.SERVER_ERROR, Outcome.NETWORK_ERROR, Outcome.CLIENT_ERROR,
+                   Outcome.SKIPPED})
+_RETRY_TEXT = frozenset(o.value for o in RETRY)
+
+
+def could_retry(outcome: object) -> bool:
+    """Whether a retry could change a row with this outcome (an `Outcome` or its text)."""
+    return (outcome.value if isinstance(outcome, Outcome) else outcome) in _RETRY_TEXT
 
 # smtoolkit's own error codes for outcomes decided locally.
 INVALID_BATCH_ID = "INVALID_BATCH_ID"
@@ -55,6 +71,8 @@ CONNECT_FAILED = "CONNECT_FAILED"  # network_error, but nothing was sent: no con
 UNREADABLE_RESPONSE = "UNREADABLE_RESPONSE"
 ROW_DEADLINE = "ROW_DEADLINE"
 UNKNOWN_STATUS = "UNKNOWN_STATUS"
+NOT_SELECTED = "NOT_SELECTED"  # left_alone: the look-up showed a batch the criteria do not choose
+NOT_CONFIRMED = "NOT_CONFIRMED"  # skipped: the plan was shown and not confirmed
 
 RUNNING_STATES = frozenset({"QUEUED", "RUNNING"})
 

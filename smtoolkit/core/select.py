@@ -1,10 +1,13 @@
-"""Which rows of the cleanup console a selection takes, and what a cancel of it would cost.
+"""Which batches a selection takes, and what a cancel of it would cost: for the cleanup
+console (`CancelConsole.select`) and for a cancel run that chooses by what each batch is
+(`cancel_batches(only_status=, older_than=, description=)`, `smtoolkit cancel --only-status`).
 
 One place decides: `criteria` checks what the user asked for (raising `InputError` naming a
 misspelt status, an unreadable age, or no criterion at all), `matching` returns the positions
-of the rows that meet every criterion given. Invalid and duplicate input values never become
-rows (`core.ids.plan` decides them), so they can never be selected. "Now" is passed in: no
-clock is read here.
+of the rows that meet every criterion given (`miss` says which criterion a row fails), and
+`choose` turns a cancel run's look-ups into the rows it leaves alone and the IDs it cancels.
+Invalid and duplicate input values never become rows (`core.ids.plan` decides them), so they
+can never be selected. "Now" is passed in: no clock is read here.
 """
 
 from __future__ import annotations
@@ -12,17 +15,17 @@ from __future__ import annotations
 import difflib
 import math
 import re
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 from ..errors import InputError
+from .outcomes import FINAL, NOT_SELECTED, Outcome, Result, could_retry, parse_time
 
 #: Batch statuses the API documents, and so the only ones `status=` accepts.
 STATUSES = ("QUEUED", "RUNNING", "STOPPED")
-#: Outcomes after which the batch is known to be over: `all=True` leaves these rows out, and a
-#: cancel drops them from the selection (a retry could not change them).
-FINAL_OUTCOMES = frozenset({"cancelled", "already_stopped", "not_found"})
+#: Outcomes after which the batch is known to be over: `all=True` leaves these rows out.
+FINAL_OUTCOMES = frozenset(o.value for o in FINAL)
 _UNITS = {"d": 86400.0, "h": 3600.0, "m": 60.0, "s": 1.0}
 _AGE = re.compile(r"(?:(\d+(?:\.\d+)?)\s*([dhms]))\s*", re.IGNORECASE)
 _NUMBER = re.compile(r"\d+(?:\.\d+)?")
@@ -54,6 +57,7 @@ class Criteria:
     older_than: float | None = None  # seconds
     description: re.Pattern[str] | None = None
     all: bool = False
+    retry: bool = False  # only rows whose last outcome a retry could change (`outcomes.could_retry`)
 
 
 def parse_age(value: object) -> float:
@@ -123,12 +127,25 @@ def _pattern(value: object) -> re.Pattern[str]:
     return re.compile(re.escape(value), re.IGNORECASE)
 
 
+def description_regex(text: object) -> re.Pattern[str]:
+    """A case-insensitive regular expression from text (the command line's `--description`);
+    InputError naming it when it is empty or not a valid expression."""
+    if not isinstance(text, str) or not text.strip():
+        raise InputError(f"description must be a non-empty regular expression, not {text!r} "
+                         "(an empty filter would match every batch)")
+    try:
+        return re.compile(text, re.IGNORECASE)
+    except re.error as exc:
+        raise InputError(f"description {text!r} is not a valid regular expression: {exc}") from None
+
+
 def criteria(*, ids: object = None, status: object = None, older_than: object = None,
-             description: object = None, all: bool = False) -> Criteria:  # noqa: A002 - the documented name
+             description: object = None, all: bool = False,  # noqa: A002 - the documented name
+             retry: bool = False) -> Criteria:
     """Check a selection request; InputError when no criterion is given or one is unreadable."""
-    if ids is None and status is None and older_than is None and description is None and not all:
-        raise InputError("select needs at least one criterion (ids=, status=, older_than=, description= "
-                         "or all=True); the selection was left as it was")
+    if ids is None and status is None and older_than is None and description is None and not all and not retry:
+        raise InputError("select needs at least one criterion (ids=, status=, older_than=, description=, "
+                         "all=True or retry=True); the selection was left as it was")
     id_set = None
     if ids is not None:
         listed = [ids] if isinstance(ids, str) else list(ids) if isinstance(ids, Iterable) else None
@@ -141,6 +158,7 @@ def criteria(*, ids: object = None, status: object = None, older_than: object = 
         older_than=parse_age(older_than) if older_than is not None else None,
         description=_pattern(description) if description is not None else None,
         all=bool(all),
+        retry=bool(retry),
     )
 
 
@@ -150,23 +168,28 @@ def all_text(values: Iterable[object]) -> bool:
 
 def matching(rows: Sequence[Row], c: Criteria, now: datetime) -> list[int]:
     """Positions of the rows meeting every criterion of `c`, in table order. A row whose
-    schedule time is not known never matches `older_than`; `all` leaves out final rows."""
+    schedule time is not known never matches `older_than`; `all` leaves out final rows;
+    `retry` takes only rows whose last outcome a retry could change."""
     cutoff = now - timedelta(seconds=c.older_than) if c.older_than is not None else None
-    search = c.description.search if c.description is not None else None
-    out: list[int] = []
-    for i, r in enumerate(rows):
-        if c.ids is not None and r.batch_id not in c.ids:
-            continue
-        if c.statuses is not None and r.status not in c.statuses:
-            continue
-        if cutoff is not None and (r.schedule_time is None or not r.schedule_time < cutoff):
-            continue
-        if search is not None and (r.description is None or search(r.description) is None):
-            continue
-        if c.all and r.final:
-            continue
-        out.append(i)
-    return out
+    return [i for i, r in enumerate(rows) if miss(r, c, cutoff) is None]
+
+
+def miss(r: Row, c: Criteria, cutoff: datetime | None) -> str | None:
+    """The first criterion of `c` that row `r` fails ("ids", "status", "age", "description",
+    "final", "retry"), or None when it meets them all. `cutoff`: now minus `older_than`."""
+    if c.ids is not None and r.batch_id not in c.ids:
+        return "ids"
+    if c.statuses is not None and r.status not in c.statuses:
+        return "status"
+    if cutoff is not None and (r.schedule_time is None or not r.schedule_time < cutoff):
+        return "age"
+    if c.description is not None and (r.description is None or c.description.search(r.description) is None):
+        return "description"
+    if c.all and r.final:
+        return "final"
+    if c.retry and (r.outcome is None or not could_retry(r.outcome)):
+        return "retry"
+    return None
 
 
 def unknown_ids(rows: Sequence[Row], c: Criteria) -> list[str]:
@@ -177,9 +200,133 @@ def unknown_ids(rows: Sequence[Row], c: Criteria) -> list[str]:
     return sorted(c.ids - known)
 
 
-def still_to_retry(outcome: str | None) -> bool:
-    """Whether a row stays selected after a cancel: a retry could still change it."""
-    return outcome not in FINAL_OUTCOMES
+@dataclass(frozen=True, slots=True)
+class Choice:
+    """What a cancel run's look-ups decided: the rows it sends nothing more for (`decided`:
+    left alone, already stopped, not found, look-up failed or not sent), the IDs it cancels
+    (`to_cancel`, in input order), and what each readable look-up saw (`seen`)."""
+
+    decided: Mapping[str, Result]
+    to_cancel: tuple[str, ...]
+    seen: Mapping[str, Row]
+
+
+@dataclass(frozen=True, slots=True)
+class CancelPlan:
+    """The plan of a cancel run that chose by what each batch is, given to `on_plan` before any
+    DELETE: its text (`str(plan)`, several lines), how many batches it cancels, how many it
+    looked up."""
+
+    text: str
+    to_cancel: int
+    looked_up: int
+
+    def __str__(self) -> str:
+        return self.text
+
+
+def seen_row(lookup: Result) -> Row | None:
+    """What a look-up read of a batch (status, schedule time, description), or None when it
+    read no batch record (not found, a failure, not sent)."""
+    if lookup.outcome not in (Outcome.WOULD_CANCEL, Outcome.ALREADY_STOPPED) or lookup.batch is None:
+        return None
+    description = lookup.batch.get("description")
+    return Row(str(lookup.batch_id), lookup.status_code, None, parse_time(lookup.batch.get("schedule_time")),
+               description if isinstance(description, str) else None)
+
+
+def choose(ids: Sequence[str], lookups: Mapping[str, Result], c: Criteria, now: datetime,
+           halted: tuple[str, str] | None = None) -> Choice:
+    """Decide each looked-up ID. It is cancelled when it meets every criterion and its look-up
+    saw it QUEUED or RUNNING (or a status not known). Otherwise its row is settled now:
+    `left_alone` (it fails a criterion: the status seen and why), `already_stopped` (it
+    matches, and was seen STOPPED: nothing to send), or the look-up's own row (`not_found`;
+    a failure, which says the batch was not cancelled; `skipped`). When the look-ups halted,
+    `halted` (the halt's code and message) makes every match `skipped`: no plan, no cancel."""
+    cutoff = now - timedelta(seconds=c.older_than) if c.older_than is not None else None
+    decided: dict[str, Result] = {}
+    to_cancel: list[str] = []
+    seen: dict[str, Row] = {}
+    for b in ids:
+        lookup = lookups[b]
+        row = seen_row(lookup)
+        if row is None:
+            decided[b] = lookup if lookup.outcome in (Outcome.NOT_FOUND, Outcome.SKIPPED) else lookup_failed(lookup)
+            continue
+        seen[b] = row
+        why = miss(row, c, cutoff)
+        if why is not None:
+            decided[b] = replace(lookup, outcome=Outcome.LEFT_ALONE, error_code=NOT_SELECTED,
+                                 error_message=f"left alone: {_why(why, row, c)}", error_description=None)
+        elif lookup.outcome is Outcome.ALREADY_STOPPED:
+            decided[b] = lookup
+        elif halted is not None:
+            decided[b] = held_back(lookup, *halted)
+        else:
+            to_cancel.append(b)
+    return Choice(decided, tuple(to_cancel), seen)
+
+
+def lookup_failed(lookup: Result) -> Result:
+    """The row of a batch whose look-up got no usable answer: its failure, and not cancelled."""
+    said = lookup.error_message
+    return replace(lookup, error_message="not cancelled: the look-up failed" + (f" ({said})" if said else ""))
+
+
+def held_back(lookup: Result, code: str, message: str) -> Result:
+    """The row of a chosen batch that was not sent its cancel (the look-ups halted, or the plan
+    was not confirmed): `skipped` with `code` and `message`, the look-up's facts kept."""
+    return replace(lookup, outcome=Outcome.SKIPPED, http_status=None, error_code=code, error_message=message,
+                   error_description=None)
+
+
+def with_lookup(result: Result, lookup: Result) -> Result:
+    """A cancelled batch's row, counting its look-up's request(s) and time too."""
+    return replace(result, attempts=result.attempts + lookup.attempts, elapsed_s=result.elapsed_s + lookup.elapsed_s)
+
+
+def _why(key: str, row: Row, c: Criteria) -> str:
+    if key == "status":
+        wanted = ", ".join(s for s in STATUSES if c.statuses and s in c.statuses)
+        return f"status {row.status or 'not known'} is not one of {wanted}"
+    if key == "age":
+        assert c.older_than is not None
+        if row.schedule_time is None:
+            return "its schedule time is not known, so it is not older than " + _duration(c.older_than)
+        return f"scheduled {row.schedule_time:%Y-%m-%d %H:%M:%S} UTC, less than {_duration(c.older_than)} ago"
+    if key == "description":
+        assert c.description is not None
+        return f"its description does not match {c.description.pattern!r}"
+    return "not selected"
+
+
+def selection_plan(choice: Choice, *, remaining: int | None, limit: int | None, kept: int, max_rps: float,
+                   over_budget: str | None) -> str:
+    """The plan of a cancel run that chose by what each batch is, one fact per line: what it
+    cancels (by status seen, the DELETE requests, the budget, an estimate: `cancel_plan`),
+    what it leaves alone (by status seen), and what it does not cancel for another reason."""
+    chosen = [choice.seen[b] for b in choice.to_cancel]
+    if chosen:
+        head = cancel_plan(chosen, remaining=remaining, limit=limit, kept=kept, max_rps=max_rps,
+                           over_budget=over_budget)
+    else:
+        head = "Cancel nothing: no batch matches (no DELETE request)"
+    left: dict[str, int] = {}
+    other: dict[str, int] = {}
+    for b, r in choice.decided.items():
+        if r.outcome is Outcome.LEFT_ALONE:
+            key = choice.seen[b].status or "status not known"
+            left[key] = left.get(key, 0) + 1
+        else:
+            other[r.outcome.value] = other.get(r.outcome.value, 0) + 1
+    lines = [f"Plan: {head}"]
+    n_left = sum(left.values())
+    order = [*STATUSES, *sorted(k for k in left if k not in STATUSES)]
+    lines.append(f"Left alone (not matching): {n_left:,}" + (
+        " (" + ", ".join(f"{k} {left[k]:,}" for k in order if k in left) + ")" if left else ""))
+    if other:
+        lines.append("Not cancelled, as the look-up found them: " + ", ".join(f"{k} {v:,}" for k, v in sorted(other.items())))
+    return "\n".join(lines)
 
 
 def cancel_plan(rows: Sequence[Row], *, remaining: int | None, limit: int | None, kept: int,

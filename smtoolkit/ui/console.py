@@ -24,8 +24,8 @@ import pandas as pd
 from ..api import _check_every, _check_wait, budget_plan, cancel_batches
 from ..client import Client
 from ..core.ids import plan as plan_ids
-from ..core.outcomes import FINAL, Result
-from ..core.select import Row, cancel_plan, criteria, matching, still_to_retry, unknown_ids
+from ..core.outcomes import FINAL, Result, could_retry
+from ..core.select import Row, cancel_plan, criteria, matching, unknown_ids
 from ..errors import ConfigError, InputError
 from ..frames import export_csv, extract
 from ..journal import read as read_journal
@@ -132,11 +132,13 @@ class CancelConsole:
 
     # -- selecting ------------------------------------------------------------------------------
     def select(self, *, ids: Any = None, status: Any = None, older_than: Any = None, description: Any = None,
-               all: bool = False) -> list[str]:  # noqa: A002 - the documented name
+               all: bool = False, retry: bool = False) -> list[str]:  # noqa: A002 - the documented name
         """Replace the selection with the rows matching every criterion given; returns it.
-        InputError (the selection left as it was) for no criterion, a misspelt status, an
-        unreadable age, or IDs that are no row here."""
-        c = criteria(ids=ids, status=status, older_than=older_than, description=description, all=all)
+        `retry=True` takes the rows whose last outcome a retry could change (`sm.to_retry`'s
+        rule: after a cancel, or from a report given as input). InputError (the selection left
+        as it was) for no criterion, a misspelt status, an unreadable age, or IDs that are no
+        row here."""
+        c = criteria(ids=ids, status=status, older_than=older_than, description=description, all=all, retry=retry)
         with self._lock:
             rows = self._rows()
             unknown = unknown_ids(rows, c)
@@ -379,7 +381,7 @@ class CancelConsole:
             _apply_frame(self._frame, self._pos, sent)
             if cancel:
                 over = {self._pos[b] for b, o in zip(sent["batch_id"], sent["outcome"], strict=True)
-                        if not still_to_retry(None if o is pd.NA else str(o))}
+                        if o is not pd.NA and not could_retry(str(o))}
                 self._selected = [p for p in self._selected if p not in over]
             self.view.draw_grid(grid_frame(self._frame), self._selected)
             self.view.selection_changed(len(self._selected))

@@ -301,7 +301,7 @@ def test_outcome_strings() -> None:
 def test_final_and_fine_sets() -> None:
     assert FINAL == {Outcome.CANCELLED, Outcome.ALREADY_STOPPED, Outcome.NOT_FOUND}
     assert FINAL <= FINE
-    assert FINE - FINAL == {Outcome.DUPLICATE, Outcome.WOULD_CANCEL}
+    assert FINE - FINAL == {Outcome.DUPLICATE, Outcome.WOULD_CANCEL, Outcome.LEFT_ALONE}
     for o in Outcome:
         assert Result("x", o).ok == (o in FINE)
 

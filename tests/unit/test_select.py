@@ -9,16 +9,19 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from smtoolkit.core.outcomes import Outcome, Result, could_retry
 from smtoolkit.core.select import (
     STATUSES,
     Criteria,
     Row,
     cancel_plan,
+    choose,
     criteria,
+    description_regex,
     matching,
     parse_age,
     parse_statuses,
-    still_to_retry,
+    selection_plan,
     unknown_ids,
 )
 from smtoolkit.errors import InputError
@@ -169,9 +172,12 @@ def test_all_never_takes_a_final_row(rows: list[Row]) -> None:
 
 
 def test_what_stays_selected_after_a_cancel() -> None:
-    assert [o for o in ("cancelled", "already_stopped", "not_found") if still_to_retry(o)] == []
-    for o in ("stopping", "server_error", "network_error", "rate_limited", "skipped", "unauthorized", None):
-        assert still_to_retry(o)
+    finished = ("cancelled", "already_stopped", "not_found", "left_alone", "invalid_id", "duplicate")
+    assert [o for o in finished if could_retry(o)] == []
+    for o in ("stopping", "server_error", "network_error", "rate_limited", "skipped", "unauthorized",
+              "forbidden", "client_error", "would_cancel", Outcome.SKIPPED):
+        assert could_retry(o)
+    assert not could_retry(None) and not could_retry("nonsense")
 
 
 # -- the plan line ----------------------------------------------------------------------------
@@ -190,3 +196,66 @@ def test_plan_before_any_answer_and_beyond_the_budget() -> None:
     line = cancel_plan([ROWS[0]] * 3, remaining=1, limit=10, kept=1, max_rps=20.0,
                        over_budget="this run needs at least 3 request(s); ...")
     assert line.endswith("; this run needs at least 3 request(s); ...")
+
+
+# -- choosing from look-ups (a cancel run's criteria) -------------------------------------------
+def _looked(bid: str, status: str | None, hours: float | None = 3, description: str = "Nightly",
+            outcome: Outcome | None = None) -> Result:
+    if status is None:
+        return Result(bid, outcome or Outcome.NOT_FOUND, http_status=404, attempts=1)
+    batch = {"status_code": status, "description": description,
+             "schedule_time": None if hours is None else ago(hours=hours).isoformat()}
+    seen = Outcome.ALREADY_STOPPED if status == "STOPPED" else Outcome.WOULD_CANCEL
+    return Result(bid, seen, http_status=200, status_code=status, attempts=1, batch=batch)
+
+
+def test_choose_cancels_matches_and_settles_every_other_row() -> None:
+    looks = {"a": _looked("a", "RUNNING"), "b": _looked("b", "RUNNING", hours=1), "c": _looked("c", "STOPPED"),
+             "d": _looked("d", None), "e": _looked("e", "QUEUED", hours=None),
+             "f": Result("f", Outcome.SERVER_ERROR, http_status=503, error_message="busy", attempts=3)}
+    c = criteria(older_than="2h")
+    got = choose(list(looks), looks, c, NOW)
+    assert got.to_cancel == ("a",)
+    assert {k: r.outcome.value for k, r in got.decided.items()} == {
+        "b": "left_alone", "c": "already_stopped", "d": "not_found", "e": "left_alone", "f": "server_error"}
+    assert got.decided["b"].status_code == "RUNNING" and got.decided["b"].error_code == "NOT_SELECTED"
+    assert "less than 2 h 00 min ago" in str(got.decided["b"].error_message)
+    assert "schedule time is not known" in str(got.decided["e"].error_message)
+    assert got.decided["f"].error_message == "not cancelled: the look-up failed (busy)"
+    halted = choose(list(looks), looks, c, NOW, ("BUDGET_RESERVE", "not sent: reserve"))
+    assert halted.to_cancel == () and halted.decided["a"].outcome is Outcome.SKIPPED
+    assert halted.decided["a"].error_code == "BUDGET_RESERVE" and halted.decided["a"].http_status is None
+
+
+def test_choose_uses_the_one_matching_rule() -> None:
+    looks = {r.batch_id: _looked(r.batch_id, r.status, description=r.description or "")
+             for r in ROWS if r.status is not None}
+    for c in (criteria(status=["RUNNING", "QUEUED"]), criteria(description="sync"),
+              criteria(status="STOPPED", description=re.compile("^night", re.I))):
+        got = choose(list(looks), looks, c, NOW)
+        rows = [got.seen[b] for b in looks]
+        expected = [rows[i].batch_id for i in matching(rows, c, NOW)]
+        chosen = [*got.to_cancel, *(b for b, r in got.decided.items() if r.outcome is Outcome.ALREADY_STOPPED)]
+        assert sorted(chosen) == sorted(expected)
+
+
+def test_selection_plan_says_what_is_cancelled_left_alone_and_not_cancelled() -> None:
+    looks = {"a": _looked("a", "RUNNING"), "b": _looked("b", "QUEUED"), "c": _looked("c", "STOPPED"),
+             "d": _looked("d", None)}
+    text = selection_plan(choose(list(looks), looks, criteria(status="RUNNING"), NOW), remaining=100, limit=200,
+                          kept=20, max_rps=20.0, over_budget=None)
+    lines = text.split("\n")
+    assert lines[0].startswith("Plan: Cancel 1 selected batch (RUNNING 1): 1 DELETE request(s)")
+    assert "the hourly budget allows 80 now" in lines[0] and "estimate: about 1 s" in lines[0]
+    assert lines[1] == "Left alone (not matching): 2 (QUEUED 1, STOPPED 1)"
+    assert lines[2] == "Not cancelled, as the look-up found them: not_found 1"
+    nothing = selection_plan(choose(["a"], looks, criteria(status="QUEUED"), NOW), remaining=None, limit=None,
+                             kept=0, max_rps=20.0, over_budget=None)
+    assert nothing.startswith("Plan: Cancel nothing: no batch matches")
+
+
+@pytest.mark.parametrize("bad", ["", "(", "[a-"])
+def test_a_description_regex_is_checked(bad: str) -> None:
+    with pytest.raises(InputError, match=re.escape(repr(bad))):
+        description_regex(bad)
+    assert description_regex("^night").search("NIGHTLY sync")
