@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import getpass
 import ipaddress
 import math
 import os
@@ -9,6 +10,7 @@ import re
 from collections.abc import Callable
 from urllib.parse import urlsplit
 
+from .core.answers import safe_text
 from .errors import ConfigError, MissingKeyError
 
 DEFAULT_BASE_URL = "https://api.supermetrics.com/enterprise/v2"
@@ -34,6 +36,22 @@ def api_key_from(value: str | None) -> str:
     if any(ord(c) < 33 or ord(c) > 126 for c in key):
         raise ConfigError("api_key contains spaces or characters that cannot go in an HTTP header")
     return key
+
+
+#: The operator on record when the OS does not say who is logged in.
+UNKNOWN_OPERATOR = "unknown"
+
+
+def operator_name() -> str:
+    """The OS user name of whoever runs this (`getpass.getuser`, which reads $LOGNAME, $USER,
+    $LNAME, $USERNAME, then the password database), or "unknown" when the OS does not say.
+    Made encodable: a name from the environment may hold undecodable bytes."""
+    try:
+        name = getpass.getuser()
+    except Exception:  # noqa: BLE001 - OSError (3.13+), KeyError/ImportError (older): no name known
+        return UNKNOWN_OPERATOR
+    name = safe_text(str(name).strip())[0] if isinstance(name, str) else ""
+    return name or UNKNOWN_OPERATOR
 
 
 def base_url_from_env(default: str = DEFAULT_BASE_URL) -> str:
