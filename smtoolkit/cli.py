@@ -351,7 +351,7 @@ def _panel(args: argparse.Namespace) -> int:
         settings = serve_plan(host=args.host, port=args.port, token=args.token, no_token=args.no_token,
                         ask_key=args.ask_key, audit=args.audit, base_url=args.base_url,
                         max_pages=args.max_pages, max_pages_per_visitor=args.max_pages_per_visitor,
-                        connect_timeout=args.connect_timeout)
+                        connect_timeout=args.connect_timeout, ask_reason=args.ask_reason)
         return serve(settings)
     except CannotServe as exc:
         raise UsageError(str(exc)) from None
@@ -583,6 +583,9 @@ def _add_panel(sub: _Subparsers) -> None:
     p.add_argument("--no-token", action="store_true", help="no access token: only allowed on a loopback --host")
     p.add_argument("--ask-key", action="store_true",
                    help="every visitor types their own API key (default: the server's $SUPERMETRICS_API_KEY)")
+    p.add_argument("--ask-reason", action="store_true",
+                   help="the page has a reason box: a cancel is refused until the visitor gives a reason, and "
+                        "the reason goes into the audit line")
     p.add_argument("--audit", metavar="FILE", default=None,
                    help="append every look-up and cancel here (default smtoolkit-panel-audit.jsonl in the "
                         "current folder)")

@@ -21,6 +21,7 @@ BASE_URL_ENV = "SUPERMETRICS_BASE_URL"
 PANEL_TOKEN_ENV = "SMTK_PANEL_TOKEN"
 PANEL_AUDIT_ENV = "SMTK_PANEL_AUDIT"
 PANEL_ASK_KEY_ENV = "SMTK_PANEL_ASK_KEY"
+PANEL_ASK_REASON_ENV = "SMTK_PANEL_ASK_REASON"
 
 
 def api_key_from(value: str | None) -> str:
@@ -64,7 +65,7 @@ def panel_token_from_env() -> str | None:
     return os.environ.get(PANEL_TOKEN_ENV)
 
 
-def export_panel_settings(*, base_url: str, audit: str, ask_key: bool) -> None:
+def export_panel_settings(*, base_url: str, audit: str, ask_key: bool, ask_reason: bool = False) -> None:
     """Settings of `smtoolkit panel` for the kernels it starts, which inherit this environment.
 
     With `ask_key`, the server's own API key is removed so that each visitor's typed key is the
@@ -73,15 +74,17 @@ def export_panel_settings(*, base_url: str, audit: str, ask_key: bool) -> None:
     os.environ[BASE_URL_ENV] = base_url
     os.environ[PANEL_AUDIT_ENV] = audit
     os.environ[PANEL_ASK_KEY_ENV] = "1" if ask_key else "0"
+    os.environ[PANEL_ASK_REASON_ENV] = "1" if ask_reason else "0"
     os.environ.pop(PANEL_TOKEN_ENV, None)
     if ask_key:
         os.environ.pop(API_KEY_ENV, None)
 
 
-def panel_settings() -> tuple[str, str | None, bool]:
-    """(base URL, audit file or None, ask_key) as `export_panel_settings` left them, for the page."""
+def panel_settings() -> tuple[str, str | None, bool, bool]:
+    """(base URL, audit file or None, ask_key, ask_reason) as `export_panel_settings` left them."""
     return (base_url_from_env(), os.environ.get(PANEL_AUDIT_ENV) or None,
-            os.environ.get(PANEL_ASK_KEY_ENV) == "1")
+            os.environ.get(PANEL_ASK_KEY_ENV) == "1", os.environ.get(PANEL_ASK_REASON_ENV) == "1")
+
 
 
 def is_loopback(host: str) -> bool:

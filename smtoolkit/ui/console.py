@@ -24,6 +24,7 @@ from ..api import budget_plan, cancel_batches
 from ..client import Client
 from ..core.ids import plan as plan_ids
 from ..core.outcomes import Result
+from ..core.record import check_reason
 from ..core.select import Row, cancel_plan, criteria, matching, still_to_retry, unknown_ids
 from ..errors import ConfigError, InputError
 from ..frames import export_csv, extract
@@ -58,13 +59,16 @@ class CancelConsole:
     schedule_time, ...) are taken as what is known so far. Invalid and duplicate input rows are
     listed in `rejected` and never become rows, so they cannot be selected. `journal` is used by
     every cancel: rows already final there are not sent again. Nothing is sent before
-    `refresh()` (GETs only) or `cancel()` (DELETEs for exactly the selected rows).
+    `refresh()` (GETs only) or `cancel()` (DELETEs for exactly the selected rows). `reason`
+    (text, also settable as `reason` or per call, `cancel(reason=...)`) goes on record with every
+    cancel, as `cancel_batches(reason=...)` keeps it.
     """
 
     def __init__(self, batches: Any, column: str = "batch_id", client: Client | None = None, *,
-                 journal: str | None = None, **client_kwargs: Any) -> None:
+                 journal: str | None = None, reason: str | None = None, **client_kwargs: Any) -> None:
         if client is not None and client_kwargs:
             raise ConfigError("pass either client=... or client settings, not both")
+        self.reason = _checked_reason(reason)
         self._client = client if client is not None else Client(**client_kwargs)
         self._journal = journal
         self._frame, self.rejected = _initial_frame(batches, column)
@@ -181,9 +185,12 @@ class CancelConsole:
         assert self._last_lookup is not None
         return self._last_lookup
 
-    def cancel(self) -> pd.DataFrame:
+    def cancel(self, *, reason: str | None = None) -> pd.DataFrame:
         """Cancel exactly the selected batches, each once; returns the report (also `report`).
-        InputError, and nothing sent, when nothing is selected or a request is already running."""
+        InputError, and nothing sent, when nothing is selected, a request is already running or
+        the reason is not text. A `reason` given here becomes the console's `reason`."""
+        if reason is not None:
+            self.reason = _checked_reason(reason)
         self._start("cancel", tuple(self.selected))
         self.wait()
         assert self.report is not None
@@ -313,7 +320,7 @@ class CancelConsole:
 
     def _run_cancel(self, ids: tuple[str, ...], stop: threading.Event) -> None:
         report = cancel_batches(list(ids), client=self._client, progress=False, journal=self._journal,
-                                on_result=self._collect, stop=stop)
+                                on_result=self._collect, stop=stop, reason=self.reason)
         self.report = report
         self._apply_report(report, cancel=True)
         self.view.say(*_summary("Cancel", report))
@@ -352,6 +359,13 @@ class CancelConsole:
             self.view.draw_grid(grid_frame(self._frame), self._selected)
             self.view.selection_changed(len(self._selected))
             self.view.progress(len(sent))
+
+
+def _checked_reason(reason: Any) -> str | None:
+    kept, problem = check_reason(reason)
+    if problem is not None:
+        raise InputError(problem)
+    return kept
 
 
 def _text(value: Any) -> str | None:
