@@ -145,13 +145,9 @@ def cancel_batches(
     `stop` (a `threading.Event`) halts the run as Ctrl-C does: nothing new is sent, rows not
     sent are `skipped`/INTERRUPTED, and the report is returned.
 
-    `query_counts=True` sends one status request (paced and counted) for every batch this run
-    finds STOPPED and adds its per-query counts as Int64 columns `queued`, `running`, `success`
-    and `failure` (NA elsewhere; `attrs["query_counts_missing"]` counts stopped rows whose
-    request failed or was not sent because the run halted). `reason` (text) is kept on record
-    with the operator (the OS user name): in the journal, in `attrs["reason"]` and
-    `attrs["operator"]`, and as a `reason` column; a resumed journal's reason is kept when none
-    is given.
+    `query_counts=True`: one status request per batch found STOPPED adds its query counts (Int64
+    `queued`, `running`, `success`, `failure`; NA elsewhere). `reason` is kept with the operator (OS
+    user name) in the journal, `attrs` and a `reason` column; see the README for both.
     """
     workers = _check_workers(workers)
     reason = _check_reason(reason)
