@@ -280,6 +280,8 @@ class Store:
             b = self._batches[batch_id]
             if status == RUNNING and b.status_code == QUEUED:
                 self._step(b)
+            elif status == STOPPED and b.stop_due_mono is not None:
+                self._stop_now(b)  # a cancel waiting for its stop delay: stopped now
             elif status == STOPPED:
                 while b.status_code != STOPPED:
                     self._step(b)
