@@ -332,3 +332,21 @@ def test_held_is_unknown_where_the_os_does_not_tell(tmp_path: Path, sandbox: San
     assert (held["held"], held["holder_pid"]) == (True, held["run_pid"])
     assert (elsewhere["held"], elsewhere["holder_pid"]) == (None, None) == (windows["held"], windows["holder_pid"])
     assert jmod.survey(path)["held"] is False
+
+
+def test_the_console_keeps_its_reason_on_record(sandbox: Sandbox, tmp_path: Path) -> None:
+    ids = sandbox.create_batches(3)
+    journal = tmp_path / "j.jsonl"
+    with fast_client(sandbox) as c:
+        with pytest.raises(sm.InputError, match="must be text"):
+            sm.CancelConsole(ids, client=c, reason=7)  # type: ignore[arg-type]
+        console = sm.CancelConsole(ids, client=c, journal=str(journal), reason="INC-3")
+        console.select(ids=ids[:1])
+        first = console.cancel()
+        console.select(ids=ids[1:2])
+        with pytest.warns(UserWarning, match="another reason"):
+            second = console.cancel(reason="INC-4 \ud800")
+    assert first.attrs["reason"] == "INC-3" and first["reason"].tolist() == ["INC-3"]
+    assert second.attrs["reason"] == console.reason == "INC-4 \ufffd"
+    assert [h["reason"] for h in _headers(journal)] == ["INC-3", "INC-4 \ufffd"]
+    assert sandbox.requests and all(r["method"] == "DELETE" for r in sandbox.requests)
