@@ -14,6 +14,7 @@ import threading
 import warnings
 from collections.abc import Callable
 from contextlib import nullcontext
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -21,11 +22,14 @@ import pandas as pd
 
 from . import frames
 from .client import Client
+from .config import operator_name
 from .core.bounds import MAX_CHECK_EVERY, MAX_WAIT, seconds_text, within
-from .core.ids import plan
+from .core.ids import Plan, plan
 from .core.outcomes import NOT_CONFIRMED, Result
 from .core.pacing import budget_plan as pacing_plan
+from .core.record import check_reason
 from .core.select import CancelPlan, Criteria, choose, criteria, held_back, selection_plan, with_lookup
+from .core.settle import ends_stopped
 from .errors import ConfigError, InputError, JournalError
 from .journal import Journal
 from .limiter import BudgetWait, RunContext
@@ -115,39 +119,33 @@ def cancel_batches(
     stop: threading.Event | None = None,
     only_status: Any = None, older_than: Any = None, description: Any = None,
     on_plan: Callable[[CancelPlan], bool | None] | None = None,
+    query_counts: bool = False,
+    reason: str | None = None,
     **client_kwargs: Any,
 ) -> pd.DataFrame:
     """Cancel every batch in `batches` and return a report with one row per input row.
 
-    `batches` is a DataFrame (IDs in `column`), a Series, or a list-like of IDs. Invalid IDs
-    are never sent, duplicates are sent once, and `dry_run=True` sends only GETs. The input
-    is not modified. `wait` (seconds) polls batches that still read QUEUED/RUNNING until
-    they stop. `journal` (a file path) records every result as it arrives; running again
-    with the same journal sends nothing for batches already final there.
-
-    At the budget reserve the run halts and the rest are `skipped`/BUDGET_RESERVE, unless
-    `wait_for_budget` (seconds, in total) lets it wait for the hourly budget to come back: it
-    then looks (one GET, paced and counted) at most once per `budget_check_every` seconds.
+    `batches` is a DataFrame (IDs in `column`), a Series, or a list-like of IDs; it is not
+    modified. Invalid IDs are never sent, duplicates are sent once, `dry_run=True` sends only
+    GETs, `wait` (seconds) polls batches still QUEUED/RUNNING until they stop. `journal` (a
+    file) records every result as it arrives; a rerun on it sends nothing already settled.
+    At the budget reserve the run halts (rest `skipped`/BUDGET_RESERVE) unless
+    `wait_for_budget` (seconds) lets it wait, looking at most once per `budget_check_every`.
 
     Mistakes raise `InputError`/`ConfigError` before anything is sent. Once a request may
-    have been sent, the report is always returned: on KeyboardInterrupt, on an auth failure,
-    at the budget reserve, when the API cannot be reached (rows keep failing before anything
-    is sent: `network_error`/CONNECT_FAILED, the rest `skipped`/SKIPPED_UNREACHABLE), and on
-    any error inside the run (a journal the disk refuses, a progress bar that fails), with
-    `report.attrs["halted"]` saying why (`attrs["stopped"]`, the same value, is kept for one
-    release). See the README.
+    have been sent the report is always returned (Ctrl-C, auth failure, reserve, unreachable
+    API, an error in a sink), with `attrs["halted"]` saying why (`attrs["stopped"]`: alias for
+    one release). `on_result(result)` runs in the run's thread per result, after the journal;
+    setting `stop` halts the run as Ctrl-C does.
 
-    `on_result(result)` is called in the run's own thread for each result as it arrives,
-    after the journal has it; if it raises, the run halts as for any failing sink. Setting
-    `stop` (a `threading.Event`) halts the run as Ctrl-C does: nothing new is sent, rows not
-    sent are `skipped`/INTERRUPTED, and the report is returned.
-
-    `only_status`, `older_than`, `description` (any combination) look every batch up first
-    and cancel only those meeting every criterion; the rest are `left_alone`. `on_plan(plan)`
-    sees the plan before any DELETE; False cancels nothing. See "Choosing" in the README.
+    `only_status`, `older_than`, `description` look every batch up first and cancel only those
+    meeting every criterion (the rest `left_alone`); `on_plan(plan)` sees the plan before any
+    DELETE, False cancels nothing. `query_counts=True` adds per-query counts to rows that end
+    STOPPED (one request each); `reason` goes on record with the operator. See the docs.
     """
     selection = _selection(only_status, older_than, description)
     workers = _check_workers(workers)
+    reason = _check_reason(reason)
     wait = _check_wait(wait)
     wait_for_budget = _check_wait(wait_for_budget, "wait_for_budget")
     every = _check_every(budget_check_every)
@@ -155,13 +153,16 @@ def cancel_batches(
     p = plan(values)
     started = datetime.now(UTC)
     with _ClientScope(client, client_kwargs) as c:
-        jr = Journal(journal, c.base_url, write=not dry_run) if journal is not None else None
+        operator = operator_name()
+        jr = (Journal(journal, c.base_url, write=not dry_run, reason=reason, operator=operator)
+              if journal is not None else None)
         # Locks and reads the journal; raises JournalError before anything is sent.
         with jr if jr is not None else nullcontext():
             done = jr.done() if jr is not None else {}
             todo = [i for i in p.unique if i not in done]
+            on_record = {"reason": _reason_on_record(jr, reason), "operator": operator}
             job = _CancelRun(c, todo, dry_run=bool(dry_run), progress=bool(progress), wait=wait,
-                             wait_for_budget=wait_for_budget, every=every,
+                             wait_for_budget=wait_for_budget, every=every, query_counts=bool(query_counts),
                              warned=_budget_warning(c, len(todo), wait_for_budget))
             job.choose(selection, jr, workers=workers, stop_on_auth_error=stop_on_auth_error,
                        on_result=on_result, stop=stop, on_plan=on_plan)
@@ -171,10 +172,9 @@ def cancel_batches(
         attrs = {"started_at": started.isoformat(), "finished_at": datetime.now(UTC).isoformat(),
                  **job.facts(workers), **_halt_facts(outcome, saved), "resumed_from_journal": len(done),
                  "wait_for_budget": wait_for_budget, **job.budget_facts(),
-                 "journal": str(jr.path) if jr is not None else None, **job.selection_facts()}
-    report = _despite_interrupts(lambda: frames.build_report(frame, values, p, results, attrs))
-    if selection is not None:  # what each look-up saw: status_seen, schedule_time, description
-        report = frames.with_seen_fields(report, [job.lookups.get(b) if b else None for b in p.ids])
+                 "journal": str(jr.path) if jr is not None else None, **on_record, **job.count_facts(),
+                 **job.selection_facts()}
+    report = _despite_interrupts(lambda: job.report(frame, values, p, results, attrs))
     _despite_interrupts(lambda: _announce(outcome, report, saved))
     return report
 
@@ -186,9 +186,11 @@ class _CancelRun:
     the same tally and budget wait, and then cancels only the chosen ones."""
 
     def __init__(self, c: Client, todo: list[str], *, dry_run: bool, progress: bool, wait: float | None,
-                 wait_for_budget: float | None, every: float, warned: bool) -> None:
+                 wait_for_budget: float | None, every: float, warned: bool, query_counts: bool = False) -> None:
         self.c, self.todo, self.dry_run, self.wait_for_budget = c, todo, dry_run, wait_for_budget
         self.progress = progress
+        # With query_counts: {batch_id: counts, or None when not got} for each row found STOPPED.
+        self.counts: dict[str, dict[str, int] | None] | None = {} if query_counts else None
         self.budget_wait = BudgetWait(c.limiter, wait_for_budget, every) if wait_for_budget else None
         self.context = RunContext(budget_wait=self.budget_wait)
         self.poller = CancelAndWait(c, wait)
@@ -196,6 +198,7 @@ class _CancelRun:
         self.handled = 0
         self.decided: dict[str, Result] = {}  # rows the look-ups settled (a choosing run): never sent a DELETE
         self.lookups: dict[str, Result] = {}
+        self.chose = False  # True once `choose` looked the IDs up
         self.plan: CancelPlan | None = None
         self.early: RunResult | None = None  # the choosing halted or was declined: no cancel run
         self.confirmed: bool | None = None  # a choosing run's answer to its plan
@@ -228,6 +231,7 @@ class _CancelRun:
         run, records nothing. Without `selection`, nothing to do."""
         if selection is None:
             return
+        self.chose = True
         ids, bar = self.todo, self._bar(len(self.todo), "looking up")
         halting = _Halting(stop, bar.tick)
         looked = run(ids, self._lookup, workers=workers, on_result=[bar.update, halting.check],
@@ -278,6 +282,8 @@ class _CancelRun:
         halting = _Halting(stop, bar.tick)
         sinks += [on_result, halting.check] if on_result is not None else [halting.check]
         operation: Operation = self._lookup if self.dry_run else self._cancel
+        if self.counts is not None:
+            operation = self._counted(operation)
         outcome = run(self.todo, operation, workers=workers, on_result=sinks, stop_on_auth_error=stop_on_auth_error,
                       on_idle=halting.idle, context=self.context)
         # From here on requests have been sent: nothing may cost the caller the report.
@@ -296,6 +302,43 @@ class _CancelRun:
                 "requests_sent": tally.sent, "throttled": tally.throttled, "text_replaced": tally.replaced,
                 "polls": self.poller.polls, "ratelimit_limit": info["ratelimit_limit"],
                 "ratelimit_remaining": info["ratelimit_remaining"], "reserve": info["reserve"]}
+
+    def _counted(self, operation: Operation) -> Operation:
+        """`operation`, then one status request for a row that ended STOPPED (never waiting for
+        the budget, as polls do; not sent once the run halts). A failed one loses only the counts."""
+        counts = self.counts
+        assert counts is not None
+
+        def counted(batch_id: str, context: RunContext) -> Result:
+            r = operation(batch_id, context)
+            if ends_stopped(r):
+                counts[batch_id] = (None if context.halted else
+                                    self.c.query_counts(batch_id, context=replace(context, budget_wait=None)))
+            return r
+        return counted
+
+    def count_facts(self) -> dict[str, Any]:
+        """Whether query counts were asked for, and for how many stopped rows they are missing."""
+        missing = sum(v is None for v in self.counts.values()) if self.counts is not None else 0
+        return {"query_counts": self.counts is not None, "query_counts_missing": missing}
+
+    def report(self, frame: pd.DataFrame, values: list[Any], p: Plan, results: dict[str, Result],
+               attrs: dict[str, Any]) -> pd.DataFrame:
+        """The report: one row per input row; the query counts (on the row that was sent, not
+        its duplicates) and the reason on record as columns when asked for."""
+        report = frames.build_report(frame, values, p, results, attrs)
+        if self.chose:  # what each look-up saw: status_seen, schedule_time, description
+            report = frames.with_seen_fields(report, [self.lookups.get(b) if b else None for b in p.ids])
+        if self.counts is not None:
+            counts = self.counts
+            report = frames.with_query_counts(report, [counts.get(b) if b is not None and i not in p.duplicates
+                                                       else None for i, b in enumerate(p.ids)])
+            if attrs["query_counts_missing"]:
+                _warn(f"query counts are missing for {attrs['query_counts_missing']} stopped batch(es): the status "
+                      "request failed or was not sent (the run halted); their count columns hold NA", stacklevel=4)
+        if attrs.get("reason") is not None:
+            report["reason"] = pd.Series([attrs["reason"]] * len(report), index=report.index, dtype="string")
+        return report
 
     def budget_facts(self) -> dict[str, Any]:
         if self.budget_wait is None:
@@ -364,6 +407,31 @@ class _Halting:
         if self.stop is not None and not self.raised and self.stop.is_set():
             self.raised = True
             raise KeyboardInterrupt
+
+
+def _check_reason(reason: Any) -> str | None:
+    """The reason as kept on record (stripped, made encodable), None for none; InputError else."""
+    kept, problem = check_reason(reason)
+    if problem is not None:
+        raise InputError(problem)
+    return kept
+
+
+def _reason_on_record(jr: Journal | None, reason: str | None) -> str | None:
+    """The run's reason: the one given, else a resumed journal's latest. A reason other than the
+    journal's is this run's; the journal keeps both (each run's header has its own); said once."""
+    if jr is None:
+        return reason
+    if reason is not None and jr.earlier_reason not in (None, reason):
+        _warn(f"this journal's earlier run gave another reason ({_short(jr.earlier_reason)}); this run records "
+              f"{_short(reason)}; the journal keeps both", stacklevel=4)
+    return jr.reason
+
+
+def _short(text: str | None) -> str:
+    from .text import shorten
+
+    return repr(shorten(text or "", 60))
 
 
 def _halt_facts(outcome: RunResult, saved: str | None = None) -> dict[str, Any]:
@@ -449,15 +517,20 @@ def get_batches(
     workers: int = 4,
     progress: bool = True,
     *,
-    with_progress: bool = False,
+    query_counts: bool = False,
     **client_kwargs: Any,
 ) -> pd.DataFrame:
     """Each batch's current information, one row per input row, without changing anything.
 
     Columns: the report's columns (outcome is what a cancel would do: would_cancel,
     already_stopped, not_found, ...) plus the batch record's fields. With
-    `with_progress=True`, also queued/running/success/failure query counts.
+    `query_counts=True` (one more request per batch found), also the Int64 query counts
+    queued/running/success/failure, as `cancel_batches(..., query_counts=True)` adds them.
+    `with_progress=` is the old name of `query_counts=`, kept for one release.
     """
+    if "with_progress" in client_kwargs:
+        _warn("get_batches(with_progress=...) is now query_counts=...", stacklevel=2)
+        query_counts = bool(client_kwargs.pop("with_progress")) or query_counts
     workers = _check_workers(workers)
     frame, values = frames.extract(batches, column)
     p = plan(values)
@@ -468,7 +541,7 @@ def get_batches(
 
         def operation(batch_id: str, context: RunContext) -> Result:
             r = c.lookup(batch_id, context=context)
-            if with_progress and r.http_status == 200 and not context.halted:
+            if query_counts and r.http_status == 200 and not context.halted:
                 counts[batch_id] = c.query_counts(batch_id, context=context)
             return r
 
@@ -481,7 +554,7 @@ def get_batches(
     report = frames.build_report(frame, values, p, results, attrs)
     records = [(results[b].batch or {}) if b is not None and b in results else {} for b in p.ids]
     report = frames.with_batch_fields(report, records, BATCH_FIELDS)
-    if with_progress:
+    if query_counts:
         report = frames.with_query_counts(report, [counts.get(b) if b else None for b in p.ids])
     _announce(outcome, report)
     return report

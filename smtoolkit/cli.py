@@ -160,11 +160,26 @@ def _print_results(report: pd.DataFrame, args: argparse.Namespace) -> None:
         sys.stdout.write(report.to_json(orient="records", date_format="iso", indent=1) + "\n")
     else:
         print(summarize(report).to_string())
+        if report.attrs.get("query_counts"):
+            print(_counts_line(report))
         failed = report[~report["outcome"].isin(_fine(getattr(args, "ignore_not_found", True)))]
         if len(failed):
             cols = [c for c in ("batch_id", "outcome", "error_code", "error_message") if c in failed.columns]
             print(f"\n{len(failed)} row(s) need attention:")
             print(_for_people(failed[cols].head(20)).to_string(index=False))
+
+
+def _counts_line(report: pd.DataFrame) -> str:
+    """What the cancel did to the queries of the batches that ended STOPPED (`--query-counts`)."""
+    counted = report.dropna(subset=["queued"]) if "queued" in report.columns else report.iloc[:0]
+    total = {k: int(counted[k].sum()) for k in ("queued", "running", "success", "failure")} if len(counted) else {}
+    line = (f"\nqueries of {len(counted)} stopped batch(es): {total.get('success', 0)} had delivered results "
+            f"(success), {total.get('queued', 0)} never ran (queued), {total.get('failure', 0)} failed or were "
+            "cut off (failure)" + (f", {total['running']} still running" if total.get("running") else ""))
+    missing = report.attrs.get("query_counts_missing") or 0
+    if missing:
+        line += f"\nquery counts missing for {missing} stopped batch(es): the status request failed or was not sent"
+    return line
 
 
 def _for_people(table: pd.DataFrame, width: int = 60) -> pd.DataFrame:
@@ -232,12 +247,15 @@ def _cancel(args: argparse.Namespace) -> int:
                                 dry_run=args.dry_run, progress=not args.no_progress, wait=args.wait,
                                 journal=args.journal, wait_for_budget=args.wait_for_budget,
                                 budget_check_every=args.budget_check_every, **choosing,
-                                on_plan=asker if choosing else None)
+                                on_plan=asker if choosing else None, query_counts=args.query_counts,
+                                reason=args.reason)
     if asker.refused is not None:
         raise asker.refused
     if report.attrs.get("confirmed") is False:
         print("Nothing was cancelled.", file=sys.stderr)
         return EXIT_OK
+    if args.query_counts and args.output != "table":
+        print(_counts_line(report).strip(), file=sys.stderr)  # stdout holds the data
     return _emit(report, args)
 
 
@@ -331,13 +349,48 @@ def _status(args: argparse.Namespace) -> int:
     _check_out(args.out)
     with _client(args) as client:
         report = get_batches(ids, column=args.column, client=client, workers=args.workers,
-                             progress=not args.no_progress, with_progress=args.with_progress)
+                             progress=not args.no_progress, query_counts=args.query_counts)
     if args.output == "table":
         cols = [c for c in ("batch_id", "outcome", "status_code", "description", "start_time", "end_time",
                             "cancel_time", "queued", "running", "success", "failure", "error_code")
                 if c in report.columns]
         return _emit(report, args, show=lambda: print(_for_people(report[cols]).to_string(index=False)))
     return _emit(report, args)
+
+
+def _journal(args: argparse.Namespace) -> int:
+    import json
+
+    from .journal import survey
+
+    facts = survey(args.file)
+    if args.output == "json":
+        sys.stdout.write(json.dumps(facts, indent=1, ensure_ascii=False) + "\n")
+    else:
+        print("\n".join(_journal_lines(facts)))
+    return EXIT_OK
+
+
+def _journal_lines(facts: dict[str, object]) -> list[str]:
+    """`smtoolkit journal` as people read it: one fact a line, text shortened and made printable."""
+    from .text import shorten
+
+    def text(value: object, width: int = 100) -> str:
+        return shorten(value, width) if isinstance(value, str) else "-"
+
+    held, pid = facts["held"], facts["holder_pid"]
+    in_use = ("unknown (this OS does not tell without taking the lock)" if held is None
+              else f"yes, by process {pid}" if held and pid else "yes" if held else "no")
+    outcomes = facts["outcomes"] if isinstance(facts["outcomes"], dict) else {}
+    lines = [f"journal: {text(facts['journal'], 200)}", f"base URL: {text(facts['base_url'], 200)}",
+             f"settled: {facts['settled']} batch(es), {facts['final']} of them final (not sent again on a resume)"]
+    lines += [f"  {name:<16} {count}" for name, count in outcomes.items()]
+    lines += [f"last written: {facts['last_written_at']} ({facts['seconds_since_last_write']} s ago)",
+              f"in use by a run now: {in_use}",
+              f"latest run: started {text(facts['run_started_at'])} by {text(facts['operator'])}"
+              + (f" (process {facts['run_pid']})" if facts["run_pid"] else ""),
+              f"reason: {text(facts['reason'], 200)}"]
+    return lines
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -394,7 +447,7 @@ def _panel(args: argparse.Namespace) -> int:
         settings = serve_plan(host=args.host, port=args.port, token=args.token, no_token=args.no_token,
                         ask_key=args.ask_key, audit=args.audit, base_url=args.base_url,
                         max_pages=args.max_pages, max_pages_per_visitor=args.max_pages_per_visitor,
-                        connect_timeout=args.connect_timeout)
+                        connect_timeout=args.connect_timeout, ask_reason=args.ask_reason)
         return serve(settings)
     except CannotServe as exc:
         raise UsageError(str(exc)) from None
@@ -445,6 +498,17 @@ def _duration(text: str) -> float:
     return seconds
 
 
+def _reason(text: str) -> str:
+    from .core.record import check_reason
+
+    kept, problem = check_reason(text)
+    if problem is not None:
+        raise argparse.ArgumentTypeError(problem)
+    if kept is None:
+        raise argparse.ArgumentTypeError("must not be empty")
+    return kept
+
+
 def _count(text: str) -> int:
     return int(_number(text, lambda v: v >= 0 and v == int(v), "a whole number >= 0"))
 
@@ -467,7 +531,7 @@ def build_parser() -> argparse.ArgumentParser:
                "stopped), 4 unexpected error (a bug), 130 interrupted.")
     parser.add_argument("--version", action="version", version=f"smtoolkit {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for add in (_add_cancel, _add_status, _add_demo, _add_sandbox, _add_panel):
+    for add in (_add_cancel, _add_status, _add_journal, _add_demo, _add_sandbox, _add_panel):
         add(sub)
     return parser
 
@@ -538,14 +602,39 @@ def _add_cancel(sub: _Subparsers) -> None:
     p.add_argument("--retry", metavar="REPORT", default=None,
                    help="cancel exactly the rows of an earlier report (plain or --excel CSV) whose outcome a "
                         "retry could change; with --dry-run, only list them")
+    p.add_argument("--query-counts", action="store_true",
+                   help="for every batch that ends STOPPED, one more request: its per-query counts "
+                        "(queued/running/success/failure columns; the summary says how many queries had delivered "
+                        "results and how many never ran)")
+    p.add_argument("--reason", type=_reason, default=None, metavar="TEXT",
+                   help="why these batches are cancelled: kept with your OS user name in the journal, the "
+                        "report's attrs and a 'reason' column of the report")
     p.set_defaults(func=_cancel)
 
 
 def _add_status(sub: _Subparsers) -> None:
     p = sub.add_parser("status", help="look batches up without changing anything")
     _add_ids_and_connection(p)
-    p.add_argument("--with-progress", action="store_true", help="add per-query counts (one more request each)")
+    p.add_argument("--query-counts", "--with-progress", dest="query_counts", action="store_true",
+                   help="add per-query counts queued/running/success/failure (one more request each; "
+                        "--with-progress is the old name)")
     p.set_defaults(func=_status)
+
+
+def _add_journal(sub: _Subparsers) -> None:
+    p = sub.add_parser(
+        "journal", help="show how far a cleanup's journal got, without disturbing the run writing it",
+        description="Read a journal written by 'smtoolkit cancel --journal FILE' without taking its lock: results "
+                    "so far by outcome, batches settled, when it was last written, whether a run holds it now (with "
+                    "its process ID where the OS tells: Linux), and the latest run's reason and operator.",
+        epilog="Exit codes: 0 read (whether or not a run holds it); 2 the file is missing, cannot be read, or is not "
+               "a journal (or one for a newer smtoolkit); 4 unexpected error. With -o json the keys are: journal, "
+               "base_url, settled, final, outcomes, last_written_at, seconds_since_last_write, held (true, false or "
+               "null: unknown), holder_pid, reason, operator, run_started_at, run_pid.")
+    p.add_argument("file", metavar="FILE", help="the journal file")
+    p.add_argument("-o", "--output", choices=("table", "json"), default="table",
+                   help="what goes to stdout (default table; json: one object with stable keys, for scripts)")
+    p.set_defaults(func=_journal)
 
 
 def _add_demo(sub: _Subparsers) -> None:
@@ -605,6 +694,9 @@ def _add_panel(sub: _Subparsers) -> None:
     p.add_argument("--no-token", action="store_true", help="no access token: only allowed on a loopback --host")
     p.add_argument("--ask-key", action="store_true",
                    help="every visitor types their own API key (default: the server's $SUPERMETRICS_API_KEY)")
+    p.add_argument("--ask-reason", action="store_true",
+                   help="the page has a reason box: a cancel is refused until the visitor gives a reason, and "
+                        "the reason goes into the audit line")
     p.add_argument("--audit", metavar="FILE", default=None,
                    help="append every look-up and cancel here (default smtoolkit-panel-audit.jsonl in the "
                         "current folder)")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import getpass
 import ipaddress
 import math
 import os
@@ -9,6 +10,7 @@ import re
 from collections.abc import Callable
 from urllib.parse import urlsplit
 
+from .core.answers import safe_text
 from .errors import ConfigError, MissingKeyError
 
 DEFAULT_BASE_URL = "https://api.supermetrics.com/enterprise/v2"
@@ -19,6 +21,7 @@ BASE_URL_ENV = "SUPERMETRICS_BASE_URL"
 PANEL_TOKEN_ENV = "SMTK_PANEL_TOKEN"
 PANEL_AUDIT_ENV = "SMTK_PANEL_AUDIT"
 PANEL_ASK_KEY_ENV = "SMTK_PANEL_ASK_KEY"
+PANEL_ASK_REASON_ENV = "SMTK_PANEL_ASK_REASON"
 
 
 def api_key_from(value: str | None) -> str:
@@ -36,6 +39,22 @@ def api_key_from(value: str | None) -> str:
     return key
 
 
+#: The operator on record when the OS does not say who is logged in.
+UNKNOWN_OPERATOR = "unknown"
+
+
+def operator_name() -> str:
+    """The OS user name of whoever runs this (`getpass.getuser`, which reads $LOGNAME, $USER,
+    $LNAME, $USERNAME, then the password database), or "unknown" when the OS does not say.
+    Made encodable: a name from the environment may hold undecodable bytes."""
+    try:
+        name = getpass.getuser()
+    except Exception:  # noqa: BLE001 - OSError (3.13+), KeyError/ImportError (older): no name known
+        return UNKNOWN_OPERATOR
+    name = safe_text(str(name).strip())[0] if isinstance(name, str) else ""
+    return name or UNKNOWN_OPERATOR
+
+
 def base_url_from_env(default: str = DEFAULT_BASE_URL) -> str:
     """$SUPERMETRICS_BASE_URL if set, else `default`."""
     return os.environ.get(BASE_URL_ENV) or default
@@ -46,7 +65,7 @@ def panel_token_from_env() -> str | None:
     return os.environ.get(PANEL_TOKEN_ENV)
 
 
-def export_panel_settings(*, base_url: str, audit: str, ask_key: bool) -> None:
+def export_panel_settings(*, base_url: str, audit: str, ask_key: bool, ask_reason: bool = False) -> None:
     """Settings of `smtoolkit panel` for the kernels it starts, which inherit this environment.
 
     With `ask_key`, the server's own API key is removed so that each visitor's typed key is the
@@ -55,15 +74,17 @@ def export_panel_settings(*, base_url: str, audit: str, ask_key: bool) -> None:
     os.environ[BASE_URL_ENV] = base_url
     os.environ[PANEL_AUDIT_ENV] = audit
     os.environ[PANEL_ASK_KEY_ENV] = "1" if ask_key else "0"
+    os.environ[PANEL_ASK_REASON_ENV] = "1" if ask_reason else "0"
     os.environ.pop(PANEL_TOKEN_ENV, None)
     if ask_key:
         os.environ.pop(API_KEY_ENV, None)
 
 
-def panel_settings() -> tuple[str, str | None, bool]:
-    """(base URL, audit file or None, ask_key) as `export_panel_settings` left them, for the page."""
+def panel_settings() -> tuple[str, str | None, bool, bool]:
+    """(base URL, audit file or None, ask_key, ask_reason) as `export_panel_settings` left them."""
     return (base_url_from_env(), os.environ.get(PANEL_AUDIT_ENV) or None,
-            os.environ.get(PANEL_ASK_KEY_ENV) == "1")
+            os.environ.get(PANEL_ASK_KEY_ENV) == "1", os.environ.get(PANEL_ASK_REASON_ENV) == "1")
+
 
 
 def is_loopback(host: str) -> bool:

@@ -10,6 +10,11 @@ Exact by construction:
 - only one run at a time may write a journal: an OS file lock (`filelock`) on
   `<journal>.lock`, released by the OS if the process dies, so a killed run never blocks
   the next one.
+
+Each run that writes appends a header line of its own (the first one starts the file): the
+base URL, and what the run keeps on record: when it started, the operator (the OS user name),
+the reason given (or null) and its process ID. Older readers take it as a repeated header.
+A reader that only looks (`survey`, `smtoolkit journal`) never takes the lock.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ import os
 import sys
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from datetime import datetime
+from datetime import UTC, datetime
 from operator import itemgetter
 from pathlib import Path
 from types import MappingProxyType
@@ -28,7 +33,9 @@ from typing import IO, Any, TypeVar
 
 from filelock import FileLock, Timeout
 
-from .core.outcomes import REPORT_COLUMNS, SETTLED, Outcome, Result, parse_time, restored
+from .core.answers import safe_text
+from .core.outcomes import FINAL, REPORT_COLUMNS, SETTLED, Outcome, Result, parse_time, restored
+from .core.record import check_reason
 from .errors import InputError, JournalError
 
 FORMAT = "smtoolkit-journal"
@@ -49,15 +56,17 @@ def _path(path: str | os.PathLike[str]) -> Path:
 
 
 def read(path: str | os.PathLike[str], base_url: str | None = None) -> tuple[dict[str, Any] | None, dict[str, Result]]:
-    """(first header, {batch_id: last result}) from a journal; unreadable lines are skipped.
+    """(last header, {batch_id: last result}) from a journal; unreadable lines are skipped.
 
     Records before the first header are not trusted. With `base_url`, a header for any other
-    base URL raises JournalError naming its line (without it, the first header decides).
+    base URL raises JournalError naming its line (without it, the first header decides). The
+    last header is the latest run's (its reason and operator, when it wrote them).
     """
     p = _path(path)
     if not p.exists():
         return None, {}
     header: dict[str, Any] | None = None
+    first: dict[str, Any] | None = None
     results: dict[str, Result] = {}
     try:
         fh = p.open("r", encoding="utf-8", errors="replace")
@@ -70,8 +79,8 @@ def read(path: str | os.PathLike[str], base_url: str | None = None) -> tuple[dic
             if record is None:
                 continue  # a line torn by a crash, or not a JSON object
             if "format" in record and record["format"] == FORMAT:
-                header = header or record
-                expected = base_url if base_url is not None else header.get("base_url")
+                first, header = first or record, record
+                expected = base_url if base_url is not None else first.get("base_url")
                 if record.get("base_url") != expected:
                     raise JournalError(
                         f"journal {str(p)!r} line {number} starts a section for {record.get('base_url')!r}, "
@@ -185,13 +194,20 @@ class Journal:
     when the disk refuses a write; the run that called it ends and reports why.
     """
 
-    def __init__(self, path: str | os.PathLike[str], base_url: str, *, write: bool = True) -> None:
+    def __init__(self, path: str | os.PathLike[str], base_url: str, *, write: bool = True,
+                 reason: str | None = None, operator: str | None = None) -> None:
         self.path = _path(path)
         self.base_url = base_url
         self.write = write
+        self.operator = operator
+        self.reason = reason  # once entered: the run's reason, the latest run's when none is given
+        self.earlier_reason: str | None = None  # once entered: the reason of the latest earlier run
         self._final: dict[str, Result] = {}
         self._lock = FileLock(str(self.path) + ".lock") if write else None
         self._fh: IO[str] | None = None
+
+    def __repr__(self) -> str:
+        return f"Journal({str(self.path)!r}, write={self.write})"
 
     def done(self) -> Mapping[str, Result]:
         """Results already settled (cancelled, already_stopped, not_found, and left_alone: the
@@ -220,14 +236,17 @@ class Journal:
         try:
             header, self._final = read(self.path, self.base_url)
             _keep_final(self._final)
+            self.earlier_reason = check_reason((header or {}).get("reason"))[0]
+            if self.reason is None:
+                self.reason = self.earlier_reason  # a resume keeps the reason on record
             if self.write:
-                self._open(needs_header=header is None)
+                self._open()
         except BaseException:
             self._unlock()
             raise
         return self
 
-    def _open(self, needs_header: bool) -> None:
+    def _open(self) -> None:
         try:
             needs_newline = False
             if self.path.exists() and self.path.stat().st_size:
@@ -237,8 +256,7 @@ class Journal:
             self._fh = self.path.open("a", encoding="utf-8", newline="\n")
             if needs_newline:
                 self._fh.write("\n")  # isolate a torn last line from what follows
-            if needs_header:
-                self._write({"format": FORMAT, "version": VERSION, "base_url": self.base_url})
+            self._write(run_header(self.base_url, reason=self.reason, operator=self.operator))
         except OSError as exc:
             self._close_quietly()
             raise JournalError(f"cannot write journal {str(self.path)!r}: {exc.strerror or exc}") from None
@@ -298,6 +316,13 @@ def _keep_final(results: dict[str, Result]) -> None:
         del results[batch_id]
 
 
+def run_header(base_url: str, *, reason: str | None, operator: str | None) -> dict[str, Any]:
+    """The header line a writing run starts with: the journal's format and base URL, then what
+    the run keeps on record (when it started, who ran it, why, and its process ID)."""
+    return {"format": FORMAT, "version": VERSION, "base_url": base_url,
+            "started_at": datetime.now(UTC), "operator": operator, "reason": reason, "pid": os.getpid()}
+
+
 def record_of(result: Result) -> dict[str, Any]:
     """A result as a journal record: the report's fields, the outcome as its string value."""
     record = {name: getattr(result, name) for name in _RESULT_FIELDS}
@@ -315,17 +340,81 @@ def _lock_owner(lock_file: str) -> int | None:
     if not sys.platform.startswith("linux"):
         return None
     try:
-        st = os.stat(lock_file)
-        wanted = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
-        with open("/proc/locks", encoding="ascii", errors="replace") as fh:
-            for line in fh:
-                parts = line.split()
-                # "1: FLOCK  ADVISORY  WRITE 4242 fe:01:1234 0 EOF" (a blocked waiter has "->")
-                if "->" not in parts and len(parts) >= 6 and parts[5] == wanted and parts[4].isdigit():
-                    return int(parts[4])
+        return _proc_locks_owner(lock_file)
     except (OSError, ValueError):
         return None
+
+
+def _proc_locks_owner(lock_file: str) -> int | None:
+    """The PID holding a lock on `lock_file` as /proc/locks lists it (Linux), or None when no
+    process holds one; OSError when the lock file or /proc/locks cannot be read."""
+    st = os.stat(lock_file)
+    wanted = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
+    with open("/proc/locks", encoding="ascii", errors="replace") as fh:
+        for line in fh:
+            parts = line.split()
+            # "1: FLOCK  ADVISORY  WRITE 4242 fe:01:1234 0 EOF" (a blocked waiter has "->")
+            if "->" not in parts and len(parts) >= 6 and parts[5] == wanted and parts[4].isdigit():
+                return int(parts[4])
     return None
+
+
+def holder(path: str | os.PathLike[str]) -> tuple[bool | None, int | None]:
+    """(held, pid): whether a run holds the journal's lock now, and its process ID, as far as
+    the OS tells without taking the lock (taking it, even for a moment, could turn away the run
+    that is starting). Linux lists locks in /proc/locks: (True, pid) or (False, None). Other
+    systems do not tell: (None, None), unknown."""
+    if not sys.platform.startswith("linux"):
+        return None, None
+    lock_file = str(path) + ".lock"
+    if not os.path.exists(lock_file):
+        return False, None
+    try:
+        pid = _proc_locks_owner(lock_file)
+    except (OSError, ValueError):
+        return None, None
+    return pid is not None, pid
+
+
+def survey(path: str | os.PathLike[str], *, now: datetime | None = None) -> dict[str, Any]:
+    """What a journal says so far, read without taking its lock (a run may be writing it: a
+    torn last line is a record being written, skipped like any unreadable line).
+
+    Keys (stable; `smtoolkit journal -o json` prints them): `journal`, `base_url`, `settled`
+    (batches with a result), `final` (of those, the ones a resumed run would not send again),
+    `outcomes` ({outcome: batches}, in the outcome order), `last_written_at` (the file's
+    modification time, ISO 8601 UTC) and `seconds_since_last_write`, `held` (true/false, null
+    where the OS does not tell) and `holder_pid`, and from the latest run's header `reason`,
+    `operator`, `run_started_at` and `run_pid`. Raises JournalError when the file is missing,
+    is not a journal, or cannot be read."""
+    p = _path(path)
+    try:
+        mtime = p.stat().st_mtime
+    except OSError as exc:
+        raise JournalError(f"cannot read journal {str(p)!r}: {exc.strerror or exc}") from None
+    header, results = read(p)
+    if header is None:
+        raise JournalError(f"{str(p)!r} is not a smtoolkit journal (it has no journal header line)")
+    counts: dict[str, int] = {o.value: 0 for o in Outcome}
+    for r in results.values():
+        counts[r.outcome.value] += 1
+    final = tuple(FINAL)
+    written = datetime.fromtimestamp(mtime, UTC)
+    held, pid = holder(p)
+    return {"journal": str(p), "base_url": _text_or_none(header.get("base_url")), "settled": len(results),
+            "final": sum(r.outcome in final for r in results.values()),
+            "outcomes": {k: v for k, v in counts.items() if v},
+            "last_written_at": _iso(written),
+            "seconds_since_last_write": round(max(0.0, ((now or datetime.now(UTC)) - written).total_seconds()), 3),
+            "held": held, "holder_pid": pid, "reason": check_reason(header.get("reason"))[0],
+            "operator": _text_or_none(header.get("operator")),
+            "run_started_at": _text_or_none(header.get("started_at")),
+            "run_pid": header.get("pid") if type(header.get("pid")) is int else None}
+
+
+def _text_or_none(value: Any) -> str | None:
+    """Text a journal holds, made encodable; anything else (a hand-edited line) as None."""
+    return safe_text(value)[0] if isinstance(value, str) else None
 
 
 def _iso(value: Any) -> str:

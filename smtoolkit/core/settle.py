@@ -214,6 +214,12 @@ def still_stopping(result: Result) -> bool:
     return result.outcome is Outcome.STOPPING
 
 
+def ends_stopped(result: Result) -> bool:
+    """A row whose batch ended STOPPED (cancelled, or stopped already): the rows whose query
+    counts say what the cancel did (`query_counts=`)."""
+    return result.outcome in (Outcome.CANCELLED, Outcome.ALREADY_STOPPED)
+
+
 def reads_stopped(poll: Result) -> bool:
     """A poll (a lookup) that read the batch as STOPPED: polling is over."""
     return poll.http_status == 200 and poll.status_code == "STOPPED"

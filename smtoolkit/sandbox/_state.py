@@ -220,8 +220,8 @@ class Store:
     # -- progression --------------------------------------------------------------------------
     def _step(self, b: Batch) -> None:
         now = self._wall()
-        if b.status_code == STOPPED:
-            return
+        if b.status_code == STOPPED or (b.stop_due_mono is not None and b.status_code == QUEUED):
+            return  # stopped, or cancelled before it started: it starts nothing
         if b.status_code == QUEUED:
             b.status_code, b.start = RUNNING, now
         else:
@@ -232,7 +232,7 @@ class Store:
                     q.error_code = "DATASOURCE_ERROR" if failed else None
                     q.rows = 0 if failed else self._rng.randint(1, 5000)
         running = sum(q.status_code == RUNNING for q in b.queries)
-        for q in b.queries:
+        for q in b.queries if b.stop_due_mono is None else ():  # a cancelled batch starts nothing new
             if running >= b.concurrency:
                 break
             if q.status_code == QUEUED:
@@ -254,9 +254,11 @@ class Store:
                 self._step(b)
 
     def _stop_now(self, b: Batch) -> None:
+        """Stop a cancelled batch: running queries end as FAILURE/QUERY_CANCELLED, queued ones
+        never start (they stay QUEUED, without start or end time), successes stay."""
         now = self._wall()
         for q in b.queries:
-            if q.status_code in (QUEUED, RUNNING):
+            if q.status_code == RUNNING:
                 q.status_code, q.end, q.error_code = FAILURE, now, "QUERY_CANCELLED"
         b.status_code, b.end, b.stop_due_mono = STOPPED, now, None
         if b.start is None:
@@ -278,6 +280,8 @@ class Store:
             b = self._batches[batch_id]
             if status == RUNNING and b.status_code == QUEUED:
                 self._step(b)
+            elif status == STOPPED and b.stop_due_mono is not None:
+                self._stop_now(b)  # a cancel waiting for its stop delay: stopped now
             elif status == STOPPED:
                 while b.status_code != STOPPED:
                     self._step(b)

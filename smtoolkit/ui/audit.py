@@ -3,7 +3,8 @@
 Each line is a journal record (`journal.record_of`, written by `journal.record_line`: the report's
 fields, times in ISO 8601 UTC) with four more fields in front: `at` (UTC time of the action),
 `action` (`lookup` or `cancel`), `visitor` (the browser's address as the server saw it, or null)
-and `base_url` (the API it went to). The API key is never written. The file has no journal
+and `base_url` (the API it went to); on a page that asks for a reason (`smtoolkit panel
+--ask-reason`) also `reason`, the text in the page's reason box when the action started (null when empty). The API key is never written. The file has no journal
 header, so no cancel run will take it for a journal by mistake.
 
 Every visitor of the page is a kernel of its own, i.e. a process of its own, and they all append
@@ -25,6 +26,7 @@ from typing import Any
 from filelock import FileLock
 
 from ..core.outcomes import Result
+from ..core.record import check_reason
 from ..errors import InputError
 from ..journal import record_line, record_of
 
@@ -71,16 +73,18 @@ class AuditTrail:
         self.base_url = base_url
         self._now = now
 
-    def record(self, action: str, result: Result) -> dict[str, Any]:
-        """The audit record of one action (not written)."""
+    def record(self, action: str, result: Result, *reason: str | None) -> dict[str, Any]:
+        """The audit record of one action (not written); with a `reason` (the panel passes one
+        when it asks for it) a `reason` field, made encodable by `core.record.check_reason`."""
         if action not in ACTIONS:
             raise ValueError(f"action must be one of {ACTIONS}, not {action!r}")
+        said = {"reason": check_reason(reason[0])[0]} if reason else {}
         return {"at": self._now(), "action": action, "visitor": self.visitor, "base_url": self.base_url,
-                **record_of(result)}
+                **said, **record_of(result)}
 
-    def append(self, action: str, result: Result) -> dict[str, Any]:
+    def append(self, action: str, result: Result, *reason: str | None) -> dict[str, Any]:
         """Write the record of one action as one line, synced to disk; returns the record."""
-        record = self.record(action, result)
+        record = self.record(action, result, *reason)
         line = record_line(record).encode("utf-8")
         with FileLock(str(self.path) + ".lock", timeout=LOCK_TIMEOUT):
             if _ends_torn(self.path):

@@ -25,6 +25,7 @@ from ..api import _check_every, _check_wait, budget_plan, cancel_batches
 from ..client import Client
 from ..core.ids import plan as plan_ids
 from ..core.outcomes import FINAL, Result, could_retry
+from ..core.record import check_reason
 from ..core.select import Row, cancel_plan, criteria, matching, unknown_ids
 from ..errors import ConfigError, InputError
 from ..frames import export_csv, extract
@@ -63,15 +64,19 @@ class CancelConsole:
     every cancel: rows already final there are not sent again, and the console shows them as the
     journal tells from the start (read without taking its lock). `wait_for_budget` (seconds, in
     total) lets a refresh or cancel wait for the hourly budget instead of halting at the reserve,
-    looking at most once per `budget_check_every` seconds, as in `cancel_batches`. Nothing is sent before `refresh()` (GETs only) or `cancel()`
-    (DELETEs for exactly the selected rows).
+    looking at most once per `budget_check_every` seconds, as in `cancel_batches`. `reason`
+    (text, also settable as `reason` or per call, `cancel(reason=...)`) goes on record with every
+    cancel, as `cancel_batches(reason=...)` keeps it. Nothing is sent before `refresh()` (GETs
+    only) or `cancel()` (DELETEs for exactly the selected rows).
     """
 
     def __init__(self, batches: Any, column: str = "batch_id", client: Client | None = None, *,
-                 journal: str | os.PathLike[str] | None = None, wait_for_budget: float | None = None,
-                 budget_check_every: float = 60.0, **client_kwargs: Any) -> None:
+                 journal: str | os.PathLike[str] | None = None, reason: str | None = None,
+                 wait_for_budget: float | None = None, budget_check_every: float = 60.0,
+                 **client_kwargs: Any) -> None:
         if client is not None and client_kwargs:
             raise ConfigError("pass either client=... or client settings, not both")
+        self.reason = _checked_reason(reason)
         self._wait_for_budget = _check_wait(wait_for_budget, "wait_for_budget")
         self._budget_check_every = _check_every(budget_check_every)
         self._client = client if client is not None else Client(**client_kwargs)
@@ -195,9 +200,12 @@ class CancelConsole:
         assert self._last_lookup is not None
         return self._last_lookup
 
-    def cancel(self) -> pd.DataFrame:
+    def cancel(self, *, reason: str | None = None) -> pd.DataFrame:
         """Cancel exactly the selected batches, each once; returns the report (also `report`).
-        InputError, and nothing sent, when nothing is selected or a request is already running."""
+        InputError, and nothing sent, when nothing is selected, a request is already running or
+        the reason is not text. A `reason` given here becomes the console's `reason`."""
+        if reason is not None:
+            self.reason = _checked_reason(reason)
         self._start("cancel", tuple(self.selected))
         self.wait()
         assert self.report is not None
@@ -350,7 +358,8 @@ class CancelConsole:
     def _run_cancel(self, ids: tuple[str, ...], stop: threading.Event) -> None:
         report = cancel_batches(list(ids), client=self._client, progress=False, journal=self._journal,
                                 wait_for_budget=self._wait_for_budget,
-                                budget_check_every=self._budget_check_every, on_result=self._collect, stop=stop)
+                                budget_check_every=self._budget_check_every, on_result=self._collect, stop=stop,
+                                reason=self.reason)
         self.report = report
         self._apply_report(report, cancel=True)
         self.view.say(*_summary("Cancel", report))
@@ -386,6 +395,13 @@ class CancelConsole:
             self.view.draw_grid(grid_frame(self._frame), self._selected)
             self.view.selection_changed(len(self._selected))
             self.view.progress(len(sent))
+
+
+def _checked_reason(reason: Any) -> str | None:
+    kept, problem = check_reason(reason)
+    if problem is not None:
+        raise InputError(problem)
+    return kept
 
 
 def _text(value: Any) -> str | None:

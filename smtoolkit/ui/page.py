@@ -33,13 +33,15 @@ class PanelPage(widgets.VBox):
 
 def page(visitor: str | None = None) -> PanelPage:
     """The page for one visitor, whose address (as the server saw it) goes in the audit trail."""
-    base_url, audit, ask_key = panel_settings()
+    base_url, audit, ask_key, ask_reason = panel_settings()
     trail = AuditTrail(audit, visitor=visitor, base_url=base_url) if audit else None
     on_action = trail.append if trail is not None else None
     if ask_key:
-        panel = CancelPanel(ask_key=True, on_action=on_action, export=False, base_url=base_url)
+        panel = CancelPanel(ask_key=True, on_action=on_action, export=False, ask_reason=ask_reason,
+                            base_url=base_url)
     else:
-        panel = CancelPanel(client=Client(base_url=base_url), on_action=on_action, export=False)
+        panel = CancelPanel(client=Client(base_url=base_url), on_action=on_action, export=False,
+                            ask_reason=ask_reason)
     shown = PanelPage(page_notice_html(ask_key=ask_key, base_url=base_url, visitor=visitor,
                                        audited=trail is not None), panel)
     refuse_widgets_from_visitors()

@@ -21,6 +21,7 @@ import pandas as pd
 from ..client import Client
 from ..core.ids import check_id
 from ..core.outcomes import Result
+from ..core.record import check_reason
 from ..errors import ConfigError, MissingKeyError
 from ..frames import export_csv, history_frame
 from .html import armed_html, card_html, history_html, message_html
@@ -68,11 +69,14 @@ class CancelPanel(widgets.VBox):
     panel that writes no file: `export_path` and `export_button` are None and `export()`
     refuses. In a page served to others every widget the kernel creates can be set and clicked
     by the visitor, shown or not, so such a panel creates only the widgets it shows.
+    `ask_reason=True` adds `reason_input`: a cancel is refused until it holds a reason, and
+    `on_action(action, result, reason)` gets the reason as a third argument (the box's text when
+    the action started, None when empty).
     """
 
     def __init__(self, client: Client | None = None, *, ask_key: bool = False,
-                 on_action: Callable[[str, Result], object] | None = None, export: bool = True,
-                 **client_kwargs: Any) -> None:
+                 on_action: Callable[..., object] | None = None, export: bool = True,
+                 ask_reason: bool = False, **client_kwargs: Any) -> None:
         if ask_key and client is not None:
             raise ConfigError("ask_key=True asks for the key in the panel: do not pass a client as well")
         self._client = client
@@ -81,6 +85,10 @@ class CancelPanel(widgets.VBox):
         self._state = _RequestState()
         self.repeat_after = SAME_LOOKUP_WINDOW  # seconds before the same ID is looked up again
         self.key_input = self._key_box(ask_key)
+        self.reason_input: widgets.Text | None = None
+        if ask_reason:
+            self.reason_input = widgets.Text(description="Reason", placeholder="why (needed to cancel; recorded)",
+                                             layout=widgets.Layout(width="420px"))
 
         self.id_input = widgets.Text(description="Batch ID", placeholder="qrb_…", continuous_update=False,
                                      layout=widgets.Layout(width="420px"))
@@ -133,6 +141,7 @@ class CancelPanel(widgets.VBox):
         rows += [
             widgets.HTML("<b>Cancel one Supermetrics batch</b>"),
             widgets.HBox([self.id_input, self.lookup_button]),
+            *([self.reason_input] if self.reason_input is not None else []),
             widgets.HBox([self.cancel_button, self.confirm_button, self.busy]),
             self.message,
             self.card,
@@ -228,8 +237,13 @@ class CancelPanel(widgets.VBox):
                 self._disarm()
                 self._say("warn", "Nothing sent: click <b>Cancel batch…</b> first.")
                 return
+            reason, problem = self._reason()
+            if self.reason_input is not None and reason is None:
+                self._say("warn", "Nothing sent: " + html.escape(problem or "type the reason for this cancel in the "
+                                                                 "Reason box first") + ".")
+                return  # still armed: give a reason, then confirm
             self._disarm()
-            self._run(f"Cancelling {batch_id}…", lambda c: self._do_cancel(c, batch_id))
+            self._run(f"Cancelling {batch_id}…", lambda c: self._do_cancel(c, batch_id, reason))
 
     def export(self) -> None:
         """Write the history as CSV to the path in `export_path`; ConfigError for a panel made
@@ -297,7 +311,11 @@ class CancelPanel(widgets.VBox):
             self._disarm()
         self.busy.value = text
 
-    def _record(self, action: str, r: Result) -> None:
+    def _reason(self) -> tuple[str | None, str | None]:
+        """(the reason in the box as kept on record, or None; what is wrong with it, if anything)."""
+        return check_reason(self.reason_input.value) if self.reason_input is not None else (None, None)
+
+    def _record(self, action: str, r: Result, reason: str | None = None) -> None:
         row = r.row()
         row.update(action=action, at=datetime.now(UTC))
         with self._state.rows_lock:
@@ -306,7 +324,10 @@ class CancelPanel(widgets.VBox):
         self.history_view.value = history_html(recent)
         if self._on_action is not None:
             try:
-                self._on_action(action, r)
+                if self.reason_input is not None:
+                    self._on_action(action, r, reason)
+                else:
+                    self._on_action(action, r)
             except Exception as exc:  # noqa: BLE001 - the action is done; say it was not recorded
                 why = getattr(exc, "strerror", None) or type(exc).__name__  # no server paths shown
                 self._state.refusing = (f"This {action} was done but could not be recorded ({why}); "
@@ -317,13 +338,13 @@ class CancelPanel(widgets.VBox):
         r = client.lookup(batch_id)
         counts = client.query_counts(batch_id) if r.http_status == 200 else None
         self._state.looked_up[batch_id] = r
-        self._record("lookup", r)
+        self._record("lookup", r, self._reason()[0])
         self._after_request(batch_id, "looked up")
         self.card.value = card_html("Look-up", r, counts, client.budget.remaining)
 
-    def _do_cancel(self, client: Client, batch_id: str) -> None:
+    def _do_cancel(self, client: Client, batch_id: str, reason: str | None = None) -> None:
         r = client.cancel(batch_id)
-        self._record("cancel", r)
+        self._record("cancel", r, reason)
         self._after_request(batch_id, "cancelled")
         self.card.value = card_html("Cancel", r, None, client.budget.remaining)
 

@@ -82,12 +82,14 @@ class ServePlan:
     max_pages: int = MAX_PAGES
     max_pages_per_visitor: int = MAX_PAGES_PER_VISITOR
     connect_timeout: float = CONNECT_TIMEOUT  # seconds; an option for tests, not shown in --help
+    ask_reason: bool = False  # the page has a reason box; a cancel without a reason is refused
 
 
 def serve_plan(*, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, token: str | None = None,
          no_token: bool = False, ask_key: bool = False, audit: str | None = None,
          base_url: str | None = None, max_pages: int = MAX_PAGES,
-         max_pages_per_visitor: int = MAX_PAGES_PER_VISITOR, connect_timeout: float = CONNECT_TIMEOUT) -> ServePlan:
+         max_pages_per_visitor: int = MAX_PAGES_PER_VISITOR, connect_timeout: float = CONNECT_TIMEOUT,
+         ask_reason: bool = False) -> ServePlan:
     """Check the options; CannotServe (usage) or ConfigError (no key, bad base URL) before serving."""
     host = (host or "").strip()
     if not host:
@@ -129,7 +131,8 @@ def serve_plan(*, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, token: str
                               "--ask-key so that every visitor types their own") from None
     return ServePlan(host=host, port=port, token=token, token_from=token_from, ask_key=ask_key,
                 audit=audit_path(audit or DEFAULT_AUDIT), base_url=url, max_pages=max_pages,
-                max_pages_per_visitor=max_pages_per_visitor, connect_timeout=connect_timeout)
+                max_pages_per_visitor=max_pages_per_visitor, connect_timeout=connect_timeout,
+                ask_reason=ask_reason)
 
 
 def page_source(visitor: str | None) -> str:
@@ -176,7 +179,7 @@ def serve(p: ServePlan, out: IO[str] | None = None) -> int:
     folder = Path(tempfile.mkdtemp(prefix="smtoolkit-panel-"))  # private (0700)
     nb = folder / NOTEBOOK
     nb.write_text(notebook_json(), encoding="utf-8")
-    export_panel_settings(base_url=p.base_url, audit=str(p.audit), ask_key=p.ask_key)
+    export_panel_settings(base_url=p.base_url, audit=str(p.audit), ask_key=p.ask_key, ask_reason=p.ask_reason)
     limits = PageLimits(max_pages=p.max_pages, max_per_visitor=p.max_pages_per_visitor,
                         connect_timeout=p.connect_timeout)
     kernel_manager_class, swap_handlers = _limited_voila(limits)
@@ -383,7 +386,8 @@ def _announce(p: ServePlan, port: int, out: IO[str]) -> None:
         lines.append("  no token: anyone on this machine can open it")
     key = ("each visitor types their own API key (--ask-key)" if p.ask_key
            else f"the API key in this server's ${API_KEY_ENV}")
-    lines += [f"Key: {key}, for {p.base_url}", f"Audit trail: {p.audit}",
+    lines += [f"Key: {key}, for {p.base_url}",
+              f"Audit trail: {p.audit}" + (" (every cancel needs a reason, recorded with it)" if p.ask_reason else ""),
               f"Open pages: at most {p.max_pages}, {p.max_pages_per_visitor} per visitor address", "Ctrl-C to stop."]
     out.write("\n".join(lines) + "\n")
     out.flush()

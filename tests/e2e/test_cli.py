@@ -485,7 +485,7 @@ def test_every_subcommand_and_option_is_in_the_readme() -> None:
     readme = (REPO / "README.md").read_text(encoding="utf-8")
     parser = build_parser()
     [subs] = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
-    assert set(subs.choices) == {"cancel", "status", "demo", "sandbox", "panel"}
+    assert set(subs.choices) == {"cancel", "status", "journal", "demo", "sandbox", "panel"}
     missing = []
     for name, sub in subs.choices.items():
         if f"smtoolkit {name}" not in readme:

@@ -26,13 +26,14 @@ def text(fragment: str) -> str:
     return html.unescape(re.sub(r"<[^>]+>", "", fragment))
 
 
-def serve_settings(monkeypatch: pytest.MonkeyPatch, sb: Sandbox, audit: Path, *, ask_key: bool) -> None:
+def serve_settings(monkeypatch: pytest.MonkeyPatch, sb: Sandbox, audit: Path, *, ask_key: bool,
+                   ask_reason: bool = False) -> None:
     """What `smtoolkit panel` does to the environment its kernels inherit."""
     monkeypatch.setenv(API_KEY_ENV, KEY)
     monkeypatch.setenv(PANEL_TOKEN_ENV, "a-token-the-kernels-never-need")
-    for name in ("SMTK_PANEL_AUDIT", "SMTK_PANEL_ASK_KEY", BASE_URL_ENV):
+    for name in ("SMTK_PANEL_AUDIT", "SMTK_PANEL_ASK_KEY", "SMTK_PANEL_ASK_REASON", BASE_URL_ENV):
         monkeypatch.delenv(name, raising=False)  # restored after the test
-    export_panel_settings(base_url=sb.base_url, audit=str(audit), ask_key=ask_key)
+    export_panel_settings(base_url=sb.base_url, audit=str(audit), ask_key=ask_key, ask_reason=ask_reason)
 
 
 def look_up_and_cancel(panel: CancelPanel, bid: str) -> None:
@@ -66,7 +67,50 @@ def test_the_page_uses_the_servers_key_says_so_and_records_each_action(
     assert (by_id[got[1]["request_id"]]["method"], by_id[got[1]["request_id"]]["path"]) == (
         "DELETE", f"/enterprise/v2/query/batch/{bid}")
     assert KEY not in audit.read_text(encoding="utf-8")
+    assert pg.panel.reason_input is None and all("reason" not in g for g in got)  # no --ask-reason
     pg.close()
+
+
+def test_with_ask_reason_a_cancel_is_refused_until_a_reason_is_given_and_the_audit_carries_it(
+        sandbox: Sandbox, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    audit = tmp_path / "audit.jsonl"
+    serve_settings(monkeypatch, sandbox, audit, ask_key=False, ask_reason=True)
+    (bid,) = sandbox.create_batches(1)
+    pg = page(visitor="192.0.2.45")
+    panel = pg.panel
+    assert panel.reason_input is not None and panel.reason_input in panel.children
+
+    look_up_and_cancel(panel, bid)  # no reason typed: the cancel is refused, the look-up is not
+    assert "Nothing sent" in text(panel.message.value) and "Reason box" in text(panel.message.value)
+    assert [r["method"] for r in sandbox.requests] == ["GET", "GET"]  # the look-up and its query counts
+    assert panel.armed == bid  # still armed: give a reason, then confirm
+
+    panel.reason_input.value = "x" * 2001
+    panel.confirm_button.click()
+    assert "2,001 characters" in text(panel.message.value) and not sandbox.batch(bid)["cancelled"]  # type: ignore[index]
+
+    hostile = "=cmd|' /C calc'!A0\nINC-5 \x1b[2J \ud83d"
+    panel.reason_input.value = hostile
+    panel.confirm_button.click()
+    panel.wait()
+    assert sandbox.batch(bid)["cancelled"]  # type: ignore[index]
+    got = audit_lines(audit)
+    assert [(g["action"], g["reason"]) for g in got] == [
+        ("lookup", None), ("cancel", hostile.strip().replace("\ud83d", "\ufffd"))]
+    assert got[1]["visitor"] == "192.0.2.45" and got[1]["outcome"] == "cancelled"
+    pg.close()
+
+
+def test_panel_ask_reason_option_reaches_the_serve_plan(sandbox: Sandbox, tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    from smtoolkit.cli import build_parser
+    from smtoolkit.ui.server import serve_plan
+
+    monkeypatch.setenv(API_KEY_ENV, KEY)
+    args = build_parser().parse_args(["panel", "--ask-reason", "--audit", str(tmp_path / "a.jsonl")])
+    assert args.ask_reason is True
+    plan = serve_plan(ask_reason=args.ask_reason, audit=args.audit, base_url=sandbox.base_url)
+    assert plan.ask_reason is True and serve_plan(base_url=sandbox.base_url, audit=args.audit).ask_reason is False
 
 
 def test_with_ask_key_nothing_is_sent_before_the_visitor_types_a_key(

@@ -167,7 +167,7 @@ def test_get_batches_changes_nothing(sandbox: Sandbox, client: Client) -> None:
     running = sandbox.create_batches(2)
     done = sandbox.create_batches(1, status="STOPPED")
     df = pd.DataFrame({"id": running + done + ["qrb_nope", "bad id"]})
-    info = sm.get_batches(df, column="id", client=client, with_progress=True, progress=False)
+    info = sm.get_batches(df, column="id", client=client, query_counts=True, progress=False)
     assert list(info["outcome"]) == ["would_cancel", "would_cancel", "already_stopped", "not_found", "invalid_id"]
     assert list(info["status_code"][:3]) == ["RUNNING", "RUNNING", "STOPPED"]
     assert info["description"].iloc[0].startswith("sandbox batch")

@@ -138,7 +138,7 @@ def test_every_library_path_keeps_the_key_out(sandbox: Sandbox, surfaces: Surfac
         surfaces.add_report("dry run", sm.cancel_batches(ids["live"][2:] + ids["unknown"], client=client,
                                                         dry_run=True, progress=True))
         surfaces.add_report("get_batches", sm.get_batches(ids["live"] + ids["unknown"] + ids["invalid"],
-                                                          client=client, with_progress=True))
+                                                          client=client, query_counts=True))
         one = sm.cancel_batch(ids["live"][2], client=client)
         surfaces.add("Result repr", repr(one))
         surfaces.add("Result str", str(one))

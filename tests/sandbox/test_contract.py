@@ -301,7 +301,7 @@ def test_status_200_with_every_query_state() -> None:
         sb.advance([bid], 2)  # 5 finished, 5 running, 2 queued (concurrency 5)
         bodies.append(check(api.status(bid, offset=0, limit=5), STATUS, "GET"))
         bodies.append(check(api.status(bid, offset=5, limit=1000), STATUS, "GET"))
-        assert api.delete(bid).status_code == 200  # queued and running ones: FAILURE, cancelled
+        assert api.delete(bid).status_code == 200  # running ones: FAILURE; queued ones never start
         bodies.append(check(api.status(bid), STATUS, "GET"))
         bodies.append(check(api.status(bid, offset=99), STATUS, "GET"))  # past the end: empty page
         for body in bodies:
@@ -309,7 +309,8 @@ def test_status_200_with_every_query_state() -> None:
         assert states == {"QUEUED", "RUNNING", "SUCCESS", "FAILURE"}
         assert bodies[-1]["data"] == [] and bodies[-1]["meta"]["paginate"]["total"] == 12
         never_started = [q for q in bodies[-2]["data"] if q["query_start_time"] is None]
-        assert never_started and all(q["status_code"] == "FAILURE" for q in never_started)
+        assert never_started and all(q["status_code"] == "QUEUED" and q["query_end_time"] is None
+                                     for q in never_started)
 
 
 # -- 4xx -----------------------------------------------------------------------------------------

@@ -180,35 +180,54 @@ def test_wrong_method_is_405_with_allow(api: Api, sandbox: Sandbox) -> None:
 
 
 # -- cancel --------------------------------------------------------------------------------------
-def test_cancel_stops_batch_and_fails_unfinished_queries() -> None:
+def test_cancel_ends_running_queries_and_starts_no_queued_one() -> None:
     with own(seed=3, failure_rate=0.0) as (sb, api):
-        bid = sb.create_batches(1, "QUEUED", queries=6)[0]
-        sb.advance([bid], 2)  # start with 5 running (concurrency 5); those 5 succeed and the 6th runs
-        before = {q["schedule_id"]: q for q in api.status(bid).json()["data"]}
-        assert sorted(q["status_code"] for q in before.values()) == ["RUNNING"] + ["SUCCESS"] * 5
-        resp = api.delete(bid)
+        bid2 = sb.create_batches(1, "QUEUED", queries=8)[0]
+        sb.store.get(bid2).concurrency = 2  # type: ignore[union-attr]
+        sb.advance([bid2], 2)  # 2 succeeded, 2 running, 4 queued
+        before = {q["schedule_id"]: q for q in api.status(bid2).json()["data"]}
+        assert api.status(bid2).json()["meta"]["progress"] == {"queued": 4, "running": 2, "success": 2, "failure": 0}
+        resp = api.delete(bid2)
         assert resp.status_code == 200
         rec = resp.json()["data"]
         assert rec["status_code"] == "STOPPED" and ISO.match(rec["cancel_time"]) and ISO.match(rec["end_time"])
         assert rec["end_time"] >= rec["cancel_time"] >= rec["start_time"]
-        page = api.status(bid).json()
+        page = api.status(bid2).json()
         assert page["meta"]["status_code"] == "STOPPED"
-        assert page["meta"]["progress"] == {"queued": 0, "running": 0, "success": 5, "failure": 1}
+        # Queued queries never start, running ones end as failures, successes stay.
+        assert page["meta"]["progress"] == {"queued": 4, "running": 0, "success": 2, "failure": 2}
+        assert page["meta"]["progress"] == known(sb, bid2)["progress"]
         for q in page["data"]:
-            if before[q["schedule_id"]]["status_code"] == "SUCCESS":  # results collected stay available
+            was = before[q["schedule_id"]]["status_code"]
+            if was == "SUCCESS":  # results collected stay available
                 assert q == before[q["schedule_id"]]
-            else:
+            elif was == "RUNNING":
                 assert q["status_code"] == "FAILURE" and q["error_info"]["code"] == "QUERY_CANCELLED"
                 assert q["result_info"] is None and q["query_end_time"] == rec["end_time"]
+            else:
+                assert q == before[q["schedule_id"]] and q["query_start_time"] is None
+        sb.advance([bid2], 5)  # a stopped batch never moves again
+        assert api.status(bid2).json()["meta"]["progress"] == page["meta"]["progress"]
 
 
-def test_cancel_queued_batch_fails_every_query_unstarted(api: Api, sandbox: Sandbox) -> None:
+def test_cancel_queued_batch_starts_none_of_its_queries(api: Api, sandbox: Sandbox) -> None:
     bid = sandbox.create_batches(1, "QUEUED", queries=3)[0]
     rec = api.delete(bid).json()["data"]
     assert rec["status_code"] == "STOPPED" and rec["cancel_time"] and rec["end_time"]
-    qs = api.status(bid).json()["data"]
-    assert [(q["status_code"], q["query_start_time"], q["error_info"]["code"]) for q in qs] == \
-        [("FAILURE", None, "QUERY_CANCELLED")] * 3
+    page = api.status(bid).json()
+    assert [(q["status_code"], q["query_start_time"], q["error_info"]) for q in page["data"]] == \
+        [("QUEUED", None, None)] * 3
+    assert page["meta"]["progress"] == {"queued": 3, "running": 0, "success": 0, "failure": 0}
+
+
+@pytest.mark.sandbox(stop_delay=3600.0)
+def test_a_cancel_waiting_for_its_stop_delay_starts_no_new_query(api: Api, sandbox: Sandbox) -> None:
+    bid = sandbox.create_batches(1, "QUEUED", queries=7)[0]
+    sandbox.advance([bid])  # 5 running, 2 queued
+    assert api.delete(bid).json()["data"]["status_code"] == "RUNNING"  # the stop takes its delay
+    sandbox.advance([bid], 3)  # the running ones finish; the queued ones must not start
+    progress = api.status(bid).json()["meta"]["progress"]
+    assert progress["queued"] == 2 and progress["running"] == 0 and progress["success"] + progress["failure"] == 5
 
 
 def test_cancel_already_stopped_ok_mode_is_200_unchanged(api: Api, sandbox: Sandbox) -> None:

@@ -62,7 +62,10 @@ def test_the_contract_signatures() -> None:
     assert (cb["column"].default, cb["workers"].default, cb["dry_run"].default) == ("batch_id", 4, False)
     assert "journal" in cb and "wait" in cb
     gb = inspect.signature(smtoolkit.get_batches).parameters
-    assert list(gb)[:5] == ["batches", "column", "client", "workers", "progress"] and "with_progress" in gb
+    assert list(gb)[:5] == ["batches", "column", "client", "workers", "progress"]
+    # One keyword for per-query counts in both functions (with_progress= is get_batches' old name).
+    assert cb["query_counts"].default is False and gb["query_counts"].default is False and "with_progress" not in gb
+    assert cb["reason"].default is None
 
 
 def test_package_is_typed() -> None:

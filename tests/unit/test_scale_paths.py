@@ -129,6 +129,7 @@ def ref_read(path: Path, base_url: str | None = None) -> tuple[dict[str, Any] | 
     if not path.exists():
         return None, {}
     header: dict[str, Any] | None = None
+    first: dict[str, Any] | None = None
     results: dict[str, Result] = {}
     with path.open("r", encoding="utf-8", errors="replace") as fh:
         for number, line in enumerate(fh, 1):
@@ -139,8 +140,8 @@ def ref_read(path: Path, base_url: str | None = None) -> tuple[dict[str, Any] | 
             if not isinstance(record, dict):
                 continue
             if record.get("format") == journal.FORMAT:
-                header = header or record
-                expected = base_url if base_url is not None else header.get("base_url")
+                first, header = first or record, record  # the first decides the API; the last is returned
+                expected = base_url if base_url is not None else first.get("base_url")
                 if record.get("base_url") != expected:
                     raise JournalError(
                         f"journal {str(path)!r} line {number} starts a section for {record.get('base_url')!r}, "
