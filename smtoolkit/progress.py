@@ -7,7 +7,9 @@ what to install where (`_hinted`)."""
 
 from __future__ import annotations
 
+import signal
 import sys
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -18,8 +20,39 @@ from .core.outcomes import Result
 _REFRESH = 0.2  # seconds between postfix refreshes
 
 
+class _CtrlCHeld:
+    """Holds a Ctrl-C that arrives while tqdm works in the main thread until it is done, then
+    lets the handler that was there take it (Python's raises KeyboardInterrupt).
+
+    tqdm guards every bar with one process-wide lock; an interrupt raised while that lock is
+    held leaves it held, and every later bar (or a finished one that another thread's garbage
+    collection closes) then waits forever. Only the main thread receives Ctrl-C, so elsewhere
+    this does nothing. SIGINT and `signal.signal` exist on Windows too."""
+
+    def __enter__(self) -> None:
+        self._previous: Any = None
+        self._caught: tuple[int, Any] | None = None
+        if threading.current_thread() is not threading.main_thread():
+            return
+        previous = signal.getsignal(signal.SIGINT)
+        if callable(previous):
+            self._previous = previous
+            signal.signal(signal.SIGINT, self._hold)
+
+    def _hold(self, signum: int, frame: Any) -> None:
+        self._caught = (signum, frame)
+
+    def __exit__(self, *exc: object) -> None:
+        if self._previous is None:
+            return
+        signal.signal(signal.SIGINT, self._previous)
+        if self._caught is not None:
+            self._previous(*self._caught)
+
+
 class Progress:
-    """A bar over `total` items; a no-op when disabled."""
+    """A bar over `total` items; a no-op when disabled. A Ctrl-C never lands inside tqdm (see
+    `_CtrlCHeld`): it arrives as soon as the bar's own step is done."""
 
     def __init__(self, total: int, *, enabled: bool, desc: str,
                  facts: Callable[[], dict[str, Any]] | None = None, tqdm_class: type | None = None,
@@ -39,12 +72,18 @@ class Progress:
                 from tqdm.auto import tqdm as auto_tqdm
 
                 tqdm_class = auto_tqdm
-            self._bar = _hinted(tqdm_class)(total=total, desc=desc, unit="batch", dynamic_ncols=True, leave=True)
+            with _CtrlCHeld():
+                self._bar = _hinted(tqdm_class)(total=total, desc=desc, unit="batch", dynamic_ncols=True,
+                                                leave=True)
 
     def update(self, result: Result, advance: int = 1) -> None:
         self.counts[result.outcome.value] += 1
         if self._bar is None:
             return
+        with _CtrlCHeld():
+            self._update(advance)
+
+    def _update(self, advance: int) -> None:
         self._bar.update(advance)
         now = time.monotonic()
         if now - self._last >= _REFRESH:
@@ -61,7 +100,8 @@ class Progress:
         text = self._desc if w is None else waiting_text(w, time.time())
         if text != self._shown:
             self._shown = text
-            self._bar.set_description_str(text, refresh=True)
+            with _CtrlCHeld():
+                self._bar.set_description_str(text, refresh=True)
 
     def postfix(self) -> str:
         parts = [f"{k}={v}" for k, v in sorted(self.counts.items())]
@@ -77,21 +117,25 @@ class Progress:
         """Finish the bar; a run that `halted` (interrupted, auth, reserve, unreachable, error) ends red with
         the reason in its text, never as a green 100%."""
         if self._bar is not None:
-            if halted:
-                self._bar.set_description_str(f"halted ({halted})", refresh=False)
-                self._bar.colour = "#c0392b"  # red in a terminal (ANSI) and in a notebook widget
-                self._bar.set_postfix_str(self.postfix(), refresh=False)
-                self._bar.refresh()
-            else:
-                if self._shown != self._desc:
-                    self._bar.set_description_str(self._desc, refresh=False)
-                self._bar.set_postfix_str(self.postfix(), refresh=True)
-            self._bar.close()
-            if halted and _is_widget(type(self._bar)):
-                # tqdm's widget ends green whenever n == total; a halted run's rows are all
-                # accounted for, yet it did not finish: say so with the "danger" style.
-                self._bar.disp(bar_style="danger", check_delay=False)
+            with _CtrlCHeld():
+                self._close(halted)
             self._bar = None
+
+    def _close(self, halted: str | None) -> None:
+        if halted:
+            self._bar.set_description_str(f"halted ({halted})", refresh=False)
+            self._bar.colour = "#c0392b"  # red in a terminal (ANSI) and in a notebook widget
+            self._bar.set_postfix_str(self.postfix(), refresh=False)
+            self._bar.refresh()
+        else:
+            if self._shown != self._desc:
+                self._bar.set_description_str(self._desc, refresh=False)
+            self._bar.set_postfix_str(self.postfix(), refresh=True)
+        self._bar.close()
+        if halted and _is_widget(type(self._bar)):
+            # tqdm's widget ends green whenever n == total; a halted run's rows are all
+            # accounted for, yet it did not finish: say so with the "danger" style.
+            self._bar.disp(bar_style="danger", check_delay=False)
 
 
 def waiting_text(status: dict[str, float], now: float) -> str:
@@ -122,22 +166,42 @@ BAR_MIN_WIDTH = "160px"
 
 
 def _hinted(cls: Any) -> Any:
-    """`cls` itself for a text bar; for tqdm's notebook widget, a subclass whose plain-text form
-    (what Jupyter shows when it cannot draw widgets) says so and what to install, in full."""
-    if not _is_widget(cls):
-        return cls
+    """A subclass of `cls` whose refresh releases tqdm's lock even when drawing fails (tqdm's
+    own leaves it held, and every later bar then waits forever); for tqdm's notebook widget,
+    also a plain-text form (what Jupyter shows when it cannot draw widgets) that says so and
+    what to install, in full."""
     if cls not in _HINTED:
-        def status_printer(*args: Any, **kwargs: Any) -> Any:
-            container = cls.status_printer(*args, **kwargs)
-            container.__class__ = _hinted_box(type(container))
-            # tqdm gives the bar only what its long counts text leaves (a few pixels in a
-            # narrow JupyterLab pane); keep it visible and let the text wrap instead.
-            container.children[1].layout.min_width = BAR_MIN_WIDTH
-            return container
+        attrs: dict[str, Any] = {"refresh": _safe_refresh, "__module__": __name__}
+        if _is_widget(cls):
+            def status_printer(*args: Any, **kwargs: Any) -> Any:
+                container = cls.status_printer(*args, **kwargs)
+                container.__class__ = _hinted_box(type(container))
+                # tqdm gives the bar only what its long counts text leaves (a few pixels in a
+                # narrow JupyterLab pane); keep it visible and let the text wrap instead.
+                container.children[1].layout.min_width = BAR_MIN_WIDTH
+                return container
 
-        _HINTED[cls] = type(cls.__name__, (cls,), {"status_printer": staticmethod(status_printer),
-                                                   "__module__": __name__})
+            attrs["status_printer"] = staticmethod(status_printer)
+        _HINTED[cls] = type(cls.__name__, (cls,), attrs)
     return _HINTED[cls]
+
+
+def _safe_refresh(self: Any, nolock: bool = False, lock_args: Any = None) -> bool | None:
+    """tqdm's `refresh`, with the lock released in a `finally`."""
+    if self.disable:
+        return None
+    if not nolock:
+        if lock_args:
+            if not self._lock.acquire(*lock_args):
+                return False
+        else:
+            self._lock.acquire()
+    try:
+        self.display()
+    finally:
+        if not nolock:
+            self._lock.release()
+    return True
 
 
 def _hinted_box(box: Any) -> Any:
