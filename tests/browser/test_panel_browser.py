@@ -1,4 +1,4 @@
-"""The panel in a real browser: Voila serves notebooks/panel.ipynb (which starts its own
+"""The panel in a real browser: Voila serves smtoolkit/notebooks/panel.ipynb (which starts its own
 sandbox), headless Chromium drives it as a user would, and the sandbox's request log
 (read over its /_sandbox control API) says what really reached the API."""
 
@@ -65,7 +65,7 @@ def voila_page(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Page]:
     log = open(home / "voila.log", "w")
     proc = subprocess.Popen(
         [sys.executable, "-m", "voila", "--no-browser", f"--port={port}", "--Voila.ip=127.0.0.1",
-         str(ROOT / "notebooks" / "panel.ipynb")],
+         str(ROOT / "smtoolkit" / "notebooks" / "panel.ipynb")],
         cwd=home, env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
         url = f"http://127.0.0.1:{port}/"

@@ -9,7 +9,6 @@ the call returned.
 from __future__ import annotations
 
 import io
-from collections import Counter
 import json
 import os
 import signal
@@ -19,6 +18,7 @@ import textwrap
 import threading
 import time
 import warnings
+from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC
 from pathlib import Path
@@ -348,7 +348,7 @@ def test_two_runs_on_one_journal_the_second_is_refused(tmp_path: Path, sandbox: 
     # bunches the two workers' requests), and then the report counts both attempts.
     sent = Counter(r["batch_id"] for r in sandbox.requests)
     assert set(sent) == set(ids)
-    attempts = dict(zip(first["r"]["batch_id"], first["r"]["attempts"]))
+    attempts = dict(zip(first["r"]["batch_id"], first["r"]["attempts"], strict=True))
     assert all(sent[i] == attempts[i] for i in ids), (sent, attempts)
 
 
