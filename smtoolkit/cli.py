@@ -440,6 +440,36 @@ def _sandbox(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+NOTEBOOKS = ("cleanup.ipynb", "panel.ipynb")
+
+
+def _notebook(args: argparse.Namespace) -> int:
+    """Write the shipped notebooks into a folder; nothing is written if one would be overwritten
+    without --force."""
+    from importlib.resources import files
+    from pathlib import Path
+
+    folder = Path(args.dir)
+    if folder.exists() and not folder.is_dir():
+        raise UsageError(f"{str(folder)!r} is a file, not a folder: give a folder for the notebooks")
+    targets = [folder / name for name in NOTEBOOKS]
+    for target in targets:
+        if target.is_dir():
+            raise UsageError(f"{str(target)!r} is a folder: remove it or choose another folder")
+        if target.exists() and not args.force:
+            raise UsageError(f"{str(target)!r} already exists: pass --force to overwrite it")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        for target in targets:
+            target.write_bytes((files("smtoolkit") / "notebooks" / target.name).read_bytes())
+            print(f"wrote {target}")
+    except OSError as exc:
+        raise UsageError(f"cannot write into {str(folder)!r}: {exc.strerror or exc}") from None
+    print(f"open {targets[0]} in Jupyter: it runs against a local sandbox until SUPERMETRICS_API_KEY and "
+          "SUPERMETRICS_BASE_URL are set", file=sys.stderr)
+    return EXIT_OK
+
+
 def _panel(args: argparse.Namespace) -> int:
     from .ui.server import CannotServe, serve, serve_plan
 
@@ -531,7 +561,7 @@ def build_parser() -> argparse.ArgumentParser:
                "stopped), 4 unexpected error (a bug), 130 interrupted.")
     parser.add_argument("--version", action="version", version=f"smtoolkit {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for add in (_add_cancel, _add_status, _add_journal, _add_demo, _add_sandbox, _add_panel):
+    for add in (_add_cancel, _add_status, _add_journal, _add_demo, _add_notebook, _add_sandbox, _add_panel):
         add(sub)
     return parser
 
@@ -644,6 +674,19 @@ def _add_demo(sub: _Subparsers) -> None:
     p.add_argument("--long", action="store_true",
                    help="instead: a long cleanup played in seconds, waiting twice for the hourly budget")
     p.set_defaults(func=_demo)
+
+
+def _add_notebook(sub: _Subparsers) -> None:
+    p = sub.add_parser(
+        "notebook", help="write the cleanup and panel notebooks into a folder, to open in Jupyter",
+        description="Write cleanup.ipynb (a whole cleanup session) and panel.ipynb (the one-off cancel panel) "
+                    "into DIR, created if missing. Both run against a local sandbox until SUPERMETRICS_API_KEY "
+                    "and SUPERMETRICS_BASE_URL are set.",
+        epilog="Exit codes: 0 written; 2 refused, nothing written (a notebook is already there without --force, "
+               "DIR is a file, or DIR cannot be written).")
+    p.add_argument("dir", nargs="?", default=".", metavar="DIR", help="the folder (default: the current one)")
+    p.add_argument("--force", action="store_true", help="overwrite notebooks already in DIR")
+    p.set_defaults(func=_notebook)
 
 
 def _add_sandbox(sub: _Subparsers) -> None:

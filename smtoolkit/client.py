@@ -76,10 +76,12 @@ class Client:
             `RetryPolicy.connect_retries` of them when no connection could be made at all).
         row_deadline: seconds within which every request for one batch must start (retries and
             verification included); a row never takes longer than row_deadline + timeout.
-        backoff_base, backoff_cap: full-jitter exponential backoff between retries.
+        backoff_base: the first retry waits up to this long (full-jitter exponential backoff).
+        backoff_cap: no wait between retries is longer than this.
         seed: seeds the backoff jitter (for reproducible runs).
-        clock, sleep: monotonic clock and sleep for pacing, backoff and deadlines (tests pass
-            their own; the network's own timeouts always run on real time).
+        clock: the monotonic clock for pacing, backoff and deadlines (tests pass their own; the
+            network's own timeouts always run on real time).
+        sleep: the sleep that goes with `clock`.
     """
 
     def __init__(

@@ -47,7 +47,8 @@ class Sandbox:
     Args:
         api_key: the valid key (default: a fresh random one, see `api_key`).
         extra_keys: more keys that are valid at start.
-        host, port: where to listen; port 0 picks a free port.
+        host: the address to listen on (loopback unless `allow_remote`).
+        port: the port to listen on; 0 picks a free port.
         hourly_limit: budget per key and window (`X-RateLimit-Limit`).
         per_second: admitted requests per key in any sliding one-second window.
         budget_window: length of the budget window in seconds (an hour; a test or a demo can

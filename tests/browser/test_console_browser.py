@@ -57,7 +57,7 @@ def _seed(sb: Sandbox, csv_path: Path) -> dict[str, list[str]]:
 
 
 def _write_notebook(path: Path) -> None:
-    metadata = json.loads((ROOT / "notebooks" / "cleanup.ipynb").read_text())["metadata"]  # the kernel, named
+    metadata = json.loads((ROOT / "smtoolkit" / "notebooks" / "cleanup.ipynb").read_text())["metadata"]  # the kernel, named
     nb = {"cells": [{"cell_type": "code", "execution_count": None, "id": "c0nsole1", "metadata": {},
                      "outputs": [], "source": NOTEBOOK_CODE}],
           "metadata": metadata,

@@ -1,4 +1,4 @@
-"""notebooks/cleanup.ipynb in a real JupyterLab (and Notebook 7), driven by headless Chromium
+"""smtoolkit/notebooks/cleanup.ipynb in a real JupyterLab (and Notebook 7), driven by headless Chromium
 as a user would: Run All, then look at what the page shows, then use the panel by clicks.
 
 The test owns the API: it starts a `Sandbox` in this process, seeds it like the notebook's own
@@ -30,7 +30,7 @@ from tests.browser.servers import START_TIMEOUT, free_port, jupyter_args, jupyte
 from tests.helpers import wait_for
 
 ROOT = Path(__file__).parents[2]
-NOTEBOOK = ROOT / "notebooks" / "cleanup.ipynb"
+NOTEBOOK = ROOT / "smtoolkit" / "notebooks" / "cleanup.ipynb"
 RUN_TIMEOUT = 180_000  # ms for Run All (the cancel run alone is ~4 s at 20 requests/s)
 GUARD_MS = 120_000  # ms: a hang guard for one step, never the expected time (the suite runs on a loaded machine)
 

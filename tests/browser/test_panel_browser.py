@@ -1,4 +1,4 @@
-"""The panel in a real browser: Voila serves notebooks/panel.ipynb (which starts its own
+"""The panel in a real browser: Voila serves smtoolkit/notebooks/panel.ipynb (which starts its own
 sandbox), headless Chromium drives it as a user would, and the sandbox's request log
 (read over its /_sandbox control API) says what really reached the API."""
 
@@ -54,8 +54,8 @@ def voila_page(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Page]:
     env.pop("SUPERMETRICS_API_KEY", None)
     env.pop("SUPERMETRICS_BASE_URL", None)
     url = f"http://127.0.0.1:{port}/"
-    with running_server(voila_args(port, ROOT / "notebooks" / "panel.ipynb"), env, home, home / "voila.log",
-                        url + "api"):
+    notebook = ROOT / "smtoolkit" / "notebooks" / "panel.ipynb"
+    with running_server(voila_args(port, notebook), env, home, home / "voila.log", url + "api"):
         yield Page(url, ids_file)
 
 

@@ -1,4 +1,4 @@
-"""Every notebook under notebooks/ runs headless, top to bottom, against the sandbox."""
+"""Every notebook under smtoolkit/notebooks/ (shipped in the wheel) runs headless, top to bottom, against the sandbox."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
-NOTEBOOKS = sorted((Path(__file__).parents[2] / "notebooks").glob("*.ipynb"))
+NOTEBOOKS = sorted((Path(__file__).parents[2] / "smtoolkit" / "notebooks").glob("*.ipynb"))
 
 
 def test_there_are_notebooks() -> None:
