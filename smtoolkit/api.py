@@ -287,6 +287,8 @@ class _CancelRun:
         outcome = run(self.todo, operation, workers=workers, on_result=sinks, stop_on_auth_error=stop_on_auth_error,
                       on_idle=halting.idle, context=self.context)
         # From here on requests have been sent: nothing may cost the caller the report.
+        if outcome.halt is None:
+            self._count_decided(workers, halting)
         halted = outcome.halt.value if outcome.halt else None
         _despite_interrupts(lambda: _quietly(lambda: bar.close(halted)))
         saved = _despite_interrupts(lambda: _closing(jr))
@@ -316,6 +318,20 @@ class _CancelRun:
                                     self.c.query_counts(batch_id, context=replace(context, budget_wait=None)))
             return r
         return counted
+
+    def _count_decided(self, workers: int, halting: _Halting) -> None:
+        """With query counts, the matches a choosing run found STOPPED already (no DELETE for
+        them) get their one status request too; a halt leaves the rest without counts."""
+        if self.counts is None:
+            return
+        stopped = [i for i, r in self.decided.items() if ends_stopped(r)]
+        self.counts.update(dict.fromkeys(stopped))
+        count = self._counted(lambda batch_id, context: self.decided[batch_id])
+        try:  # a halt (Ctrl-C, stop, auth) ends the run() and is reported as missing counts
+            run(stopped, count, workers=workers, on_result=[halting.check], stop_on_auth_error=True,
+                on_idle=halting.idle, context=RunContext(tally=self.context.tally))
+        except KeyboardInterrupt:
+            pass
 
     def count_facts(self) -> dict[str, Any]:
         """Whether query counts were asked for, and for how many stopped rows they are missing."""

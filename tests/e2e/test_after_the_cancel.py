@@ -67,6 +67,26 @@ def test_query_counts_match_the_sandbox_and_cost_one_request_per_stopped_batch(s
     assert report.attrs["query_counts"] is True and report.attrs["query_counts_missing"] == 0
 
 
+def test_a_choosing_run_counts_the_matches_it_found_stopped_too(sandbox: Sandbox) -> None:
+    """With filters, a match the look-up saw STOPPED gets no DELETE, yet it ends STOPPED: it
+    gets its one status request like a cancelled one; rows left alone get none."""
+    ids = _mixed(sandbox)
+    rows = [b for group in ids.values() for b in group]
+    with fast_client(sandbox) as c:
+        report = sm.cancel_batches(rows, client=c, progress=False, query_counts=True,
+                                   only_status=["RUNNING", "STOPPED"])
+    outcome = dict(zip(report["batch_id"], report["outcome"], strict=True))
+    assert outcome[ids["finished"][0]] == "already_stopped" and outcome[ids["queued"][0]] == "left_alone"
+    ended = [b for b in rows if outcome[b] in ("cancelled", "already_stopped")]
+    truth = _truth(sandbox, ended)
+    for b in ended:
+        row = report.loc[report["batch_id"] == b, COUNTS].iloc[0]
+        assert row.astype(int).to_dict() == truth[b], b
+    assert report.loc[report["batch_id"] == ids["queued"][0], COUNTS].isna().all(axis=None)
+    assert _status_gets(sandbox) == Counter(ended)  # one each, none for the row left alone
+    assert report.attrs["requests_sent"] == len(sandbox.requests) and report.attrs["query_counts_missing"] == 0
+
+
 def test_query_counts_use_the_same_names_and_types_as_get_batches(sandbox: Sandbox) -> None:
     ids = sandbox.create_batches(2, "RUNNING", queries=6)
     with fast_client(sandbox) as c:
