@@ -7,6 +7,7 @@ on the clock), browser pieces in `tests/browser/chromium.py`."""
 from __future__ import annotations
 
 import os
+import signal
 from collections.abc import Iterator
 
 import pytest
@@ -15,6 +16,12 @@ from hypothesis import settings
 from smtoolkit import Client
 from smtoolkit.sandbox import Sandbox
 from tests.helpers import Api, fast_client
+
+# A shell that starts the suite in the background without job control (`cmd &` in a script,
+# nohup) hands it SIGINT ignored, and then neither Ctrl-C nor `_thread.interrupt_main` reaches
+# Python, here or in the CLI children (they inherit it): the interrupt tests need Python's own.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 # No per-example deadline: it is a wall-clock bound, and the suite runs on loaded machines.
 settings.register_profile("smtoolkit", deadline=None)
@@ -26,6 +33,19 @@ def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
     """No test sees the developer's SUPERMETRICS_* settings (a real key must never be used)."""
     for name in [n for n in os.environ if n.startswith("SUPERMETRICS_")]:
         monkeypatch.delenv(name)
+
+
+@pytest.fixture(autouse=True)
+def ctrl_c_reaches_python() -> Iterator[None]:
+    """Ctrl-C (and `_thread.interrupt_main`) raises KeyboardInterrupt before and after every
+    test: a test that leaves another SIGINT handler behind (an event loop's, a held one) would
+    silently swallow the interrupts of the tests after it in the same worker. Named here."""
+    before = signal.getsignal(signal.SIGINT)
+    yield
+    after = signal.getsignal(signal.SIGINT)
+    if after is not before:
+        signal.signal(signal.SIGINT, before)
+        pytest.fail(f"the test left SIGINT handled by {after!r} (was {before!r})")
 
 
 @pytest.fixture
