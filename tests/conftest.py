@@ -11,7 +11,6 @@ import signal
 from collections.abc import Iterator
 
 import pytest
-from hypothesis import settings
 
 from smtoolkit import Client
 from smtoolkit.sandbox import Sandbox
@@ -24,8 +23,14 @@ if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
     signal.signal(signal.SIGINT, signal.default_int_handler)
 
 # No per-example deadline: it is a wall-clock bound, and the suite runs on loaded machines.
-settings.register_profile("smtoolkit", deadline=None)
-settings.load_profile("smtoolkit")
+# (The notebooks' job runs on the plain install, without hypothesis.)
+try:
+    from hypothesis import settings
+except ImportError:
+    pass
+else:
+    settings.register_profile("smtoolkit", deadline=None)
+    settings.load_profile("smtoolkit")
 
 
 @pytest.fixture(autouse=True)
