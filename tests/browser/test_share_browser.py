@@ -455,3 +455,37 @@ def test_past_the_page_caps_the_browser_and_scripts_get_too_many_open_pages_and_
     assert [a["method"] for a in answers.answers if a["method"] == "DELETE"] == ["DELETE"]
     assert [x["action"] for x in audit_lines(served.audit)] == ["lookup", "cancel"]
     assert served.err().count(" 503 GET / ") == 2
+
+
+def test_ask_reason_refuses_a_cancel_without_a_reason_and_audits_the_one_given(
+        sandbox_answers: tuple[Sandbox, SandboxAnswers], tmp_path: Path) -> None:
+    sb, answers = sandbox_answers
+    (target,) = sb.create_batches(1)
+    served = ServedPanel(tmp_path, "--ask-reason", key=KEY, base_url=sb.base_url)
+    try:
+        with chromium_page() as page:
+            page.goto(served.url, timeout=90_000)
+            page.locator(".smtk-notice").wait_for(timeout=90_000)
+            reason_box = page.locator(".widget-text", has_text="Reason").locator("input")
+            assert reason_box.count() == 1
+            batch = page.locator(BATCH_INPUT).first
+            batch.fill(target)
+            batch.press("Enter")
+            wait_for_text(page, ".smtk-card", "RUNNING")
+            page.locator(BUTTON, has_text="Cancel batch").click()
+            wait_for_text(page, "body", "About to cancel")
+            page.locator(BUTTON, has_text="Confirm cancel").click()
+            wait_for_text(page, "body", "Nothing sent: type the reason")
+            assert not [a for a in answers.answers if a["method"] == "DELETE"]  # refused: no reason yet
+            screenshot(page, "share-ask-reason-refused.png")
+            reason_box.fill("INC-77: duplicate nightly load")
+            page.locator(BUTTON, has_text="Confirm cancel").click()  # still armed: the reason was missing
+            wait_for_text(page, ".smtk-card", "Cancel: cancelled")
+            screenshot(page, "share-ask-reason-after-cancel.png")
+    finally:
+        stop_and_check_output(served)
+    assert sb.batch(target)["cancelled"] is True  # type: ignore[index]
+    lines = audit_lines(served.audit)
+    assert [(x["action"], x.get("reason")) for x in lines if x["action"] == "cancel"] == [
+        ("cancel", "INC-77: duplicate nightly load")]
+    assert [a["method"] for a in answers.answers if a["method"] == "DELETE"] == ["DELETE"]
